@@ -1,0 +1,362 @@
+"""Gateway: subclass it once per gateway or BFF; the instance is the ASGI app.
+
+    ASGI server → Gateway.__call__
+      └ edge middleware        `middleware()`: plain ASGI, outer → inner; sees every reply, errors included
+        └ error boundary       request id, access log, GatewayError / exception → render_error()
+          └ route table        `routes()`: first match wins; none → 404 / 405
+            └ policy chain     `policies()` + group policies + route policies, request hooks in order
+              └ target         Proxy | Direct | Redirect | Mount | an ASGI app | an async handler
+      response hooks run in reverse order, for local and error replies too
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import ipaddress
+import logging
+import os
+import time
+import traceback
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+from starlette.middleware import Middleware
+from starlette.responses import Response
+
+from ._paths import encode, normalize
+from .errors import ConfigurationError, GatewayError, UpstreamError
+from .exchange import SCOPE_KEY, Exchange, is_trusted
+from .pipeline import PolicyLike, chain_for, check_order, compile_chain, format_chain
+from .policy import ASGIApp, Message, Receive, Scope, Send
+from .responses import problem_response
+from .routing import Group, Route, RouteTable
+from .upstream import Upstream
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger("asgigate")
+access_logger = logging.getLogger("asgigate.access")
+
+_VALID_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/+=@")
+
+
+class Gateway:
+    """Declare `routes()`, and optionally `policies()` (every matched route) and `middleware()` (edge).
+
+    Keyword options:
+    - `request_id`: give every request an id, passed upstream and returned in `request_id_header`.
+    - `trust_request_id`: keep a well-formed incoming id; by default only from trusted proxies.
+    - `access_log`: one JSON line per request on the "asgigate.access" logger.
+    - `trusted_proxies`: addresses/networks whose X-Forwarded-* / Forwarded headers are believed.
+    - `max_body_size`: default request body limit for proxied routes (None: no limit, bodies stream).
+    - `debug`: error replies for unexpected exceptions include the traceback. Never in production.
+    """
+
+    def __init__(
+        self,
+        *,
+        request_id: bool = True,
+        request_id_header: str = "x-request-id",
+        trust_request_id: bool | None = None,
+        access_log: bool = True,
+        trusted_proxies: Sequence[str] = (),
+        max_body_size: int | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.request_id = request_id
+        self.request_id_header = request_id_header.lower()
+        self.request_id_header_bytes = self.request_id_header.encode("latin-1") if request_id else b""
+        self.trust_request_id = trust_request_id
+        self.access_log = access_log
+        try:
+            self.trusted_networks = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        except ValueError as exc:
+            raise ConfigurationError(f"trusted_proxies: {exc}") from None
+        self.max_body_size = max_body_size
+        self.debug = debug
+        self._entry: ASGIApp | None = None
+        self._table: RouteTable | None = None
+        self._chains: list[str] = []
+        self._upstreams: list[Upstream] = []
+
+    # --- declaration hooks ----------------------------------------------------------------------------------
+
+    def routes(self) -> Sequence[Route | Group]:
+        return []
+
+    def policies(self) -> Sequence[PolicyLike]:
+        """Policies for every matched route, outer → inner. A route drops one with `skip={Type}`."""
+        return []
+
+    def middleware(self) -> Sequence[Middleware]:
+        """Edge middleware: plain ASGI around everything, routing and error replies included."""
+        return []
+
+    async def startup(self) -> None:
+        """Runs at ASGI lifespan startup, after the gateway was built."""
+
+    async def shutdown(self) -> None:
+        """Runs at ASGI lifespan shutdown, before upstream pools are closed."""
+
+    async def render_error(self, exchange: Exchange, error: GatewayError) -> Response:
+        """Every error reply the gateway makes goes through here; RFC 9457 problem+json by default."""
+        return problem_response(exchange, error)
+
+    # --- build ----------------------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Flatten routes, compile every chain, check ordering rules. Raises ConfigurationError."""
+        if self._entry is not None:
+            return
+        gateway_policies = list(self.policies())
+        routes: list[Route] = []
+        for item in self.routes():
+            if isinstance(item, Group):
+                routes.extend(item.flatten())
+            elif isinstance(item, Route):
+                routes.append(item)
+            else:
+                raise ConfigurationError(f"routes() returned {item!r}, which is neither a Route nor a Group.")
+        names: dict[str, Route] = {}
+        upstreams: dict[int, Upstream] = {}
+        chains = []
+        for route in routes:
+            if route.name in names and route.name != route.path:
+                raise ConfigurationError(f"Two routes are named {route.name!r}.")
+            names[route.name] = route
+            entries = chain_for(route, gateway_policies)
+            check_order(route, entries)
+            route.target.bind(route, self)
+            route.app = compile_chain(entries, route.target)
+            chains.append(format_chain(route, entries))
+            for upstream in route.target.upstreams():
+                upstreams[id(upstream)] = upstream
+        for value in vars(self).values():
+            if isinstance(value, Upstream):
+                upstreams[id(value)] = value
+        self._table = RouteTable(routes)
+        self._chains = chains
+        self._upstreams = list(upstreams.values())
+        entry: ASGIApp = self._handle
+        for mw in reversed(list(self.middleware())):
+            if not isinstance(mw, Middleware):
+                raise ConfigurationError(f"middleware() must return starlette Middleware objects, got {mw!r}.")
+            entry = mw.cls(entry, *mw.args, **mw.kwargs)
+        self._entry = entry
+
+    def describe(self) -> str:
+        """Every route with its policy chain in run order and its target: what runs, in which order."""
+        self.build()
+        lines = [f"{type(self).__name__}"]
+        for mw in self.middleware():
+            lines.append(f"  edge: {getattr(mw.cls, '__name__', mw.cls)}")
+        lines.append("")
+        lines.extend(chain + "\n" for chain in self._chains)
+        if self._upstreams:
+            lines.append("upstreams: " + ", ".join(f"{u.name} = {u.url}" for u in self._upstreams))
+        return "\n".join(lines).rstrip() + "\n"
+
+    @property
+    def upstreams(self) -> list[Upstream]:
+        self.build()
+        return list(self._upstreams)
+
+    # --- lifespan -------------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """Use as a parent app's lifespan when this gateway is mounted: ``FastAPI(lifespan=gw.lifespan)``."""
+        self.build()
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        try:
+            await self.shutdown()
+        finally:
+            for upstream in self._upstreams:
+                await upstream.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            self.build()
+            await self.startup()
+        except Exception as exc:
+            logger.error("gateway startup failed: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        try:
+            await self.aclose()
+        except Exception as exc:
+            await send({"type": "lifespan.shutdown.failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    # --- requests -------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if self._entry is None:
+            self.build()
+        await self._entry(scope, receive, send)  # type: ignore[misc]
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, self)  # type: ignore[arg-type]
+        scope[SCOPE_KEY] = exchange
+        if self.trusted_networks:
+            exchange.client_ip = self._client_ip(scope)
+        else:
+            client = scope.get("client")
+            exchange.client_ip = client[0] if client else None
+        request_id = b""
+        if self.request_id:
+            request_id = self._request_id(scope)
+            exchange.request_id = request_id.decode("latin-1")
+        header = self.request_id_header_bytes
+
+        async def edge_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                if request_id:
+                    message["headers"] = [*message.get("headers", ()), (header, request_id)]
+            elif message["type"] == "http.response.body":
+                exchange.bytes_sent += len(message.get("body", b""))
+            elif message["type"] == "websocket.close" and not exchange.status:
+                exchange.status = 403
+            await send(message)
+
+        try:
+            exchange.path = self._route_path(scope)
+            route = self._table.match(exchange)  # type: ignore[union-attr]
+            await route.app(exchange, receive, edge_send)
+        except Exception as exc:
+            if exchange.response_started:
+                self._log_error(exchange, exc)
+                raise  # the response is under way: abort the connection rather than truncate silently
+            await self.send_error(exchange, exc, receive, edge_send)
+        finally:
+            if self.access_log:
+                self._log_access(exchange)
+
+    def _route_path(self, scope: Scope) -> str:
+        raw = scope.get("raw_path")
+        root = scope.get("root_path", "")
+        if raw is None:
+            raw = encode(scope["path"]).encode("latin-1")
+        else:
+            query = raw.find(b"?")  # some servers leave the query in raw_path
+            if query >= 0:
+                raw = raw[:query]
+        if root:
+            root_bytes = root.encode("latin-1")
+            if raw.startswith(root_bytes):
+                raw = raw[len(root_bytes) :] or b"/"
+            else:
+                path = scope["path"]
+                raw = encode(path[len(root) :] if path.startswith(root) else path).encode("latin-1") or b"/"
+        return normalize(raw)
+
+    def _request_id(self, scope: Scope) -> bytes:
+        trust = self.trust_request_id
+        if trust is None:
+            client = scope.get("client")
+            trust = bool(self.trusted_networks) and is_trusted(client[0] if client else None, self.trusted_networks)
+        if trust:
+            header = self.request_id_header_bytes
+            for name, value in scope["headers"]:
+                if name == header:
+                    if 0 < len(value) <= 128 and _VALID_ID.issuperset(value):
+                        return bytes(value)
+                    break
+        return os.urandom(12).hex().encode()
+
+    def _client_ip(self, scope: Scope) -> str | None:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if not is_trusted(peer, self.trusted_networks):
+            return peer
+        hops: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                hops.extend(h.strip() for h in value.decode("latin-1").split(","))
+        for hop in reversed(hops):
+            if not is_trusted(hop, self.trusted_networks):
+                return hop
+        return hops[0] if hops else peer
+
+    async def send_error(self, exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
+        """Turn any exception into the gateway's error reply (through the route's or gateway's renderer)."""
+        if isinstance(exc, GatewayError):
+            error = exc
+            if isinstance(exc, UpstreamError) or exc.internal:
+                self._log_error(exchange, exc)
+        else:
+            logger.error(
+                "unhandled exception [request_id=%s route=%s]",
+                exchange.request_id,
+                exchange.route.name if exchange.route else None,
+                exc_info=exc,
+            )
+            detail = "".join(traceback.format_exception(exc)) if self.debug else None
+            error = GatewayError(detail)
+        exchange.error = error
+        exchange.reason = error.code
+        if exchange.scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008 if error.status_code < 500 else 1011})
+            return
+        renderer = exchange.route.errors if exchange.route and exchange.route.errors else self.render_error
+        response = renderer(exchange, error)
+        if inspect.isawaitable(response):
+            response = await response
+        await response(exchange.scope, receive, send)  # type: ignore[operator]
+
+    def _log_error(self, exchange: Exchange, exc: Exception) -> None:
+        if isinstance(exc, GatewayError):
+            logger.warning(
+                "%s [request_id=%s route=%s upstream=%s stage=%s] %s",
+                exc.code,
+                exchange.request_id,
+                exchange.route.name if exchange.route else None,
+                getattr(exc, "upstream", None),
+                getattr(exc, "stage", None),
+                exc.internal or exc.detail or "",
+            )
+        else:
+            logger.error("error after the response started [request_id=%s]", exchange.request_id, exc_info=exc)
+
+    def _log_access(self, exchange: Exchange) -> None:
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        scope = exchange.scope
+        record: dict[str, Any] = {
+            "ts": time.time(),
+            "request_id": exchange.request_id,
+            "client": exchange.client_ip,
+            "method": scope.get("method", "WS"),
+            "path": scope.get("path"),
+            "route": exchange.route.name if exchange.route else None,
+            "status": exchange.status,
+            "bytes_in": exchange.bytes_received,
+            "bytes_out": exchange.bytes_sent,
+            "duration_ms": round(exchange.elapsed_ms(), 3),
+            "upstream": exchange.upstream,
+            "upstream_ms": round(exchange.upstream_ms, 3) if exchange.upstream_ms is not None else None,
+        }
+        if exchange.reason:
+            record["reason"] = exchange.reason
+        access_logger.info(orjson.dumps(record).decode())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} gateway>"

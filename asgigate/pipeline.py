@@ -1,0 +1,189 @@
+"""The policy chain of one route, compiled once at build time.
+
+    gateway-wide policies (minus the route's `skip`) → group policies → route policies → target
+
+Request hooks run in that order; response hooks run in reverse, for upstream, local and error replies alike.
+Consecutive hook policies share one stage (one send wrapper, no extra ASGI layer); a policy that overrides
+`wrap` or a Starlette `Middleware` becomes an ASGI layer of its own at its place in the list. A hook that
+raises or returns a reply stops the chain there: only the response hooks of the policies before it run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+from starlette.middleware import Middleware
+from starlette.responses import Response
+
+from .errors import ConfigurationError, GatewayError
+from .exchange import SCOPE_KEY, Exchange
+from .policy import ASGIApp, Message, Policy, Receive, ResponseHead, Scope, Send
+
+if TYPE_CHECKING:
+    from .routing import Route
+    from .targets.base import Target
+
+PolicyLike = Union[Policy, Middleware]
+ErrorRenderer = Callable[[Exchange, GatewayError], Awaitable[Response] | Response]
+Stage = Callable[[Exchange, Receive, Send], Awaitable[None]]
+ResponseHook = Callable[[Exchange, ResponseHead], Awaitable[None]]
+
+logger = logging.getLogger("asgigate")
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    origin: str  # "gateway", "group" or "route"
+    policy: PolicyLike
+
+    def label(self) -> str:
+        if isinstance(self.policy, Middleware):
+            cls = self.policy.cls
+            return f"{getattr(cls, '__name__', cls)} (ASGI middleware)"
+        return repr(self.policy)
+
+
+def chain_for(route: Route, gateway_policies: Sequence[PolicyLike]) -> list[ChainEntry]:
+    """The route's policies in run order, with `skip` applied to gateway-wide and group policies."""
+
+    def kept(policy: PolicyLike) -> bool:
+        kind = policy.cls if isinstance(policy, Middleware) else type(policy)
+        return not any(isinstance(kind, type) and issubclass(kind, skipped) for skipped in route.skip)
+
+    entries = [ChainEntry("gateway", p) for p in gateway_policies if kept(p)]
+    entries += [ChainEntry("group", p) for p in route.group_policies if kept(p)]
+    entries += [ChainEntry("route", p) for p in route.policies]
+    return entries
+
+
+def format_chain(route: Route, entries: Sequence[ChainEntry]) -> str:
+    lines = [f"{route.describe_match()}  [{route.name}]"]
+    for n, entry in enumerate(entries, 1):
+        lines.append(f"  {n}. {entry.label()}  ({entry.origin})")
+    lines.append(f"  -> {route.target!r}")
+    return "\n".join(lines)
+
+
+def check_order(route: Route, entries: Sequence[ChainEntry]) -> None:
+    for i, entry in enumerate(entries):
+        policy = entry.policy
+        if not isinstance(policy, Policy):
+            if not isinstance(policy, Middleware):
+                raise ConfigurationError(
+                    f"{policy!r} is neither a Policy nor a starlette Middleware, on route:\n"
+                    + format_chain(route, entries)
+                )
+            continue
+        before = [e.policy for e in entries[:i]]
+        later = [e.policy for e in entries[i + 1 :]]
+        for needed in type(policy).requires:
+            if not any(isinstance(p, needed) for p in before):
+                raise ConfigurationError(
+                    f"{type(policy).__name__} requires {needed.__name__} to run before it, on route:\n"
+                    + format_chain(route, entries)
+                )
+        for earlier in type(policy).after:
+            if any(isinstance(p, earlier) for p in later):
+                raise ConfigurationError(
+                    f"{type(policy).__name__} must run after {earlier.__name__}, on route:\n"
+                    + format_chain(route, entries)
+                )
+
+
+def compile_chain(entries: Sequence[ChainEntry], target: Target) -> Stage:
+    stage: Stage = target.handle
+    run: list[Policy] = []
+    for entry in reversed(entries):
+        policy = entry.policy
+        if isinstance(policy, Policy) and not policy.uses_wrap():
+            run.append(policy)
+            continue
+        if run:
+            stage = HookStage(list(reversed(run)), stage)
+            run = []
+        if isinstance(policy, Middleware):
+            stage = _from_asgi(policy.cls(_to_asgi(stage), *policy.args, **policy.kwargs))
+        else:
+            stage = _from_asgi(policy.wrap(_to_asgi(stage)))
+    if run:
+        stage = HookStage(list(reversed(run)), stage)
+    return stage
+
+
+def _to_asgi(stage: Stage) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await stage(scope[SCOPE_KEY], receive, send)
+
+    return app
+
+
+def _from_asgi(app: ASGIApp) -> Stage:
+    async def stage(exchange: Exchange, receive: Receive, send: Send) -> None:
+        await app(exchange.scope, receive, send)
+
+    return stage
+
+
+def _hooked(exchange: Exchange, send: Send, hooks: Sequence[ResponseHook]) -> Send:
+    async def hooked_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            head = ResponseHead(message)
+            for hook in hooks:
+                await hook(exchange, head)
+        await send(message)
+
+    return hooked_send
+
+
+class HookStage:
+    """A run of consecutive hook policies."""
+
+    __slots__ = ("inner", "policies", "request_hooks", "response_hooks")
+
+    def __init__(self, policies: list[Policy], inner: Stage) -> None:
+        self.policies = policies
+        self.inner = inner
+        self.request_hooks = [(i, p.on_request) for i, p in enumerate(policies) if p.uses_on_request()]
+        # response_hooks[i]: the response hooks of policies[:i], in reverse (the ones whose request phase ran)
+        self.response_hooks: list[list[ResponseHook]] = [
+            [p.on_response for p in reversed(policies[:i]) if p.uses_on_response()]
+            for i in range(len(policies) + 1)
+        ]
+
+    async def __call__(self, exchange: Exchange, receive: Receive, send: Send) -> None:
+        for i, hook in self.request_hooks:
+            try:
+                reply = await hook(exchange)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a rendered error reply
+                await self._error(exchange, exc, receive, self._send(exchange, send, i))
+                return
+            if reply is not None:
+                if exchange.reason is None:
+                    exchange.reason = "local_reply"
+                await reply(exchange.scope, receive, self._send(exchange, send, i))
+                return
+        hooked = self._send(exchange, send, len(self.policies))
+        try:
+            await self.inner(exchange, receive, hooked)
+        except Exception as exc:  # noqa: BLE001
+            if exchange.response_started:
+                raise
+            await self._error(exchange, exc, receive, hooked)
+
+    def _send(self, exchange: Exchange, send: Send, i: int) -> Send:
+        hooks = self.response_hooks[i]
+        return _hooked(exchange, send, hooks) if hooks else send
+
+    @staticmethod
+    async def _error(exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
+        await exchange.gateway.send_error(exchange, exc, receive, send)
+
+    def __repr__(self) -> str:
+        return f"HookStage({self.policies!r})"
+
+
+def policy_repr(policy: Any) -> str:
+    return ChainEntry("", policy).label()

@@ -1,0 +1,231 @@
+"""Routes, groups and the route table: first match wins; 404 and 405 go through the error renderer.
+
+A route is a path template plus predicates (methods, host, headers, query), a list of policies and a target.
+Groups add a prefix, predicates and policies to the routes inside them. Everything is flattened and checked
+once at build time; at request time the table only matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+from ._paths import PathTemplate
+from .errors import ConfigurationError, MethodNotAllowed, NotFound
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .pipeline import ErrorRenderer, PolicyLike
+    from .targets.base import Target
+
+__all__ = ["Group", "Mount", "Route"]
+
+# A predicate value: exact string, a compiled regex (full match), or True for "present".
+Matcher = Union[str, "re.Pattern[str]", bool]
+
+
+def _compile_matchers(kind: str, items: Mapping[str, Matcher] | None) -> tuple[tuple[str, Matcher], ...]:
+    if not items:
+        return ()
+    out = []
+    for name, value in items.items():
+        if not isinstance(value, (str, bool, re.Pattern)):
+            raise ConfigurationError(f"{kind} predicate {name!r} must be a str, a compiled regex or True.")
+        out.append((name.lower() if kind == "header" else name, value))
+    return tuple(out)
+
+
+def _matches(value: str | None, expected: Matcher) -> bool:
+    if value is None:
+        return expected is False
+    if expected is True:
+        return True
+    if expected is False:
+        return False
+    if isinstance(expected, str):
+        return value == expected
+    return expected.fullmatch(value) is not None
+
+
+def request_host(exchange: Exchange) -> str:
+    """The Host header without its port, lower-cased (IPv6 literals keep their brackets)."""
+    host = exchange.headers.get("host", "").lower()
+    if host.endswith("]"):
+        return host
+    return host.rsplit(":", 1)[0]
+
+
+def _host_regex(host: str) -> re.Pattern[str]:
+    # "*.example.com" matches one or more labels in front of example.com; the port is ignored.
+    pattern = re.escape(host.lower()).replace(r"\*", r"[^:]+")
+    return re.compile(pattern)
+
+
+class Route:
+    """One route: `Route("/users/{id:int}", Proxy(users), methods=["GET"])`."""
+
+    def __init__(
+        self,
+        path: str,
+        target: Target | Callable[..., Any],
+        *,
+        methods: Iterable[str] | None = None,
+        host: str | None = None,
+        headers: Mapping[str, Matcher] | None = None,
+        query: Mapping[str, Matcher] | None = None,
+        policies: Sequence[PolicyLike] = (),
+        skip: Iterable[type] = (),
+        name: str | None = None,
+        errors: ErrorRenderer | None = None,
+    ) -> None:
+        from .targets.base import as_target
+
+        self.path = path
+        self.template = PathTemplate(path)
+        self.target: Target = as_target(target)
+        self.methods: frozenset[str] | None = None
+        if methods is not None:
+            upper = {m.upper() for m in methods}
+            if "GET" in upper:
+                upper.add("HEAD")
+            self.methods = frozenset(upper)
+        self.host = host
+        self._host_regex = _host_regex(host) if host else None
+        self.headers = _compile_matchers("header", headers)
+        self.query = _compile_matchers("query", query)
+        self.policies: tuple[PolicyLike, ...] = tuple(policies)
+        self.skip: frozenset[type] = frozenset(skip)
+        self.name = name or path
+        self.errors = errors
+        self.group_policies: tuple[PolicyLike, ...] = ()  # filled when flattened out of groups
+        self.app: Any = None  # the compiled chain, set by the pipeline at build time
+
+    def matches_extra(self, exchange: Exchange) -> bool:
+        """Host, header and query predicates (the path and method are checked by the table)."""
+        if self._host_regex is not None:
+            if self._host_regex.fullmatch(request_host(exchange)) is None:
+                return False
+        for header_name, expected in self.headers:
+            if not _matches(exchange.headers.get(header_name), expected):
+                return False
+        for query_name, expected in self.query:
+            if not _matches(exchange.query_params.get(query_name), expected):
+                return False
+        return True
+
+    def describe_match(self) -> str:
+        parts = [" ".join(sorted(self.methods - {"HEAD"} if "GET" in self.methods else self.methods))
+                 if self.methods else "*", self.path]
+        if self.host:
+            parts.append(f"host={self.host}")
+        for header_name, value in self.headers:
+            parts.append(f"header {header_name}={_show(value)}")
+        for query_name, value in self.query:
+            parts.append(f"query {query_name}={_show(value)}")
+        return " ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"Route({self.describe_match()!r}, {self.target!r})"
+
+
+def _show(value: Matcher) -> str:
+    if isinstance(value, re.Pattern):
+        return f"~{value.pattern}"
+    return str(value) if not isinstance(value, bool) else "*"
+
+
+class Group:
+    """Routes sharing a prefix, predicates and policies: `Group("/v1", [...], policies=[...])`."""
+
+    def __init__(
+        self,
+        prefix: str,
+        routes: Sequence[Route | Group],
+        *,
+        host: str | None = None,
+        headers: Mapping[str, Matcher] | None = None,
+        query: Mapping[str, Matcher] | None = None,
+        policies: Sequence[PolicyLike] = (),
+        skip: Iterable[type] = (),
+        errors: ErrorRenderer | None = None,
+        name: str | None = None,
+    ) -> None:
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ConfigurationError(f"Group prefix {prefix!r} must start with '/' and not end with '/'.")
+        self.prefix = prefix
+        self.routes = list(routes)
+        self.host = host
+        self.headers = dict(headers or {})
+        self.query = dict(query or {})
+        self.policies = tuple(policies)
+        self.skip = frozenset(skip)
+        self.errors = errors
+        self.name = name or prefix
+
+    def flatten(self) -> list[Route]:
+        out: list[Route] = []
+        for item in self.routes:
+            inner = item.flatten() if isinstance(item, Group) else [item]
+            for route in inner:
+                out.append(self._apply(route))
+        return out
+
+    def _apply(self, route: Route) -> Route:
+        merged = Route(
+            self.prefix + route.path if route.path != "/" or not self.prefix else self.prefix,
+            route.target,
+            methods=route.methods,
+            host=route.host or self.host,
+            headers={**self.headers, **dict(route.headers)},
+            query={**self.query, **dict(route.query)},
+            policies=route.policies,
+            skip=self.skip | route.skip,
+            name=route.name if route.name != route.path else None,
+            errors=route.errors or self.errors,
+        )
+        merged.group_policies = self.policies + route.group_policies
+        return merged
+
+    def __repr__(self) -> str:
+        return f"Group({self.prefix!r}, {len(self.routes)} routes)"
+
+
+def Mount(prefix: str, app: Callable[..., Any], **kwargs: Any) -> Group:  # noqa: N802 - reads like a class
+    """Serve a whole ASGI app (Starlette, FastAPI, ...) under `prefix`, with the app seeing `root_path`."""
+    from .targets.mount import MountedApp
+
+    target = MountedApp(app, prefix)
+    return Group(
+        "",
+        [Route(prefix, target), Route(prefix + "/{path:path}", target)],
+        name=kwargs.pop("name", prefix),
+        **kwargs,
+    )
+
+
+class RouteTable:
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+
+    def match(self, exchange: Exchange) -> Route:
+        path = exchange.path
+        method = exchange.method
+        allowed: set[str] = set()
+        for route in self.routes:
+            matched = route.template.match(path)
+            if matched is None:
+                continue
+            if (route._host_regex is not None or route.headers or route.query) and not route.matches_extra(
+                exchange
+            ):
+                continue
+            if route.methods is not None and method not in route.methods:
+                allowed |= route.methods
+                continue
+            exchange.route = route
+            exchange.params, exchange.raw_params = matched
+            return route
+        if allowed:
+            raise MethodNotAllowed(sorted(allowed))
+        raise NotFound()

@@ -1,0 +1,1 @@
+"""Route targets: the terminal handler at the end of every chain."""

@@ -1,0 +1,369 @@
+"""Proxy: the streaming reverse proxy target.
+
+Request and response bodies stream both ways with bounded memory; flow control on either side propagates to the
+other because nothing is read before the previous chunk was handed on. Hop-by-hop headers (RFC 9110 7.6.1, and
+every header the Connection header names) are dropped both ways. The path sent upstream is the one the route
+table matched (normalized, canonically encoded); the query string is passed through byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import httpx
+
+from .._paths import PathTemplate, encode
+from ..errors import BadRequest, ConfigurationError, PayloadTooLarge, UpstreamTimeout
+from ..exchange import is_trusted
+from ..upstream import Upstream, as_timeout
+from .base import Target
+
+if TYPE_CHECKING:
+    from .._http1 import UpstreamResponse
+    from ..exchange import Exchange
+    from ..gateway import Gateway
+    from ..policy import Receive, Send
+    from ..routing import Route
+
+__all__ = ["Proxy"]
+
+logger = logging.getLogger("asgigate.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+SMALL_BODY = 64 * 1024  # request bodies up to this size are read whole: one write upstream, and replayable
+
+
+class ClientDisconnected(Exception):
+    """The client went away; nothing is left to reply to."""
+
+
+class _Cancel:
+    """Cancels the serving task when the client disconnects or the total timeout expires."""
+
+    __slots__ = ("handle", "reason", "task", "watcher")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.reason: str | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.watcher: asyncio.Task[None] | None = None
+
+    def fire(self, reason: str) -> None:
+        if self.reason is None and self.task is not None:
+            self.reason = reason
+            self.task.cancel()
+
+    def total_timeout(self, seconds: float) -> None:
+        self.handle = asyncio.get_running_loop().call_later(seconds, self.fire, "total_timeout")
+
+    def watch_disconnect(self, receive: Receive) -> None:
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.fire("client_disconnected")
+
+        self.watcher = asyncio.get_running_loop().create_task(watch())
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
+class Proxy(Target):
+    """Forward the request to an upstream: ``Proxy(users, strip_prefix="/v1")``.
+
+    - `path`: an upstream path template filled from the route's parameters (``"/api/users/{id}"``);
+      `strip_prefix` removes a leading prefix instead. Otherwise the matched path is forwarded as is.
+    - `preserve_host`: send the client's Host instead of the upstream's.
+    - `timeout`: read/write timeouts for this route (float or httpx.Timeout); `total_timeout` bounds the
+      whole exchange, response body included. Connect and pool timeouts belong to the upstream.
+    - `max_body_size`: larger request bodies get 413 (declared lengths before anything is sent upstream;
+      chunked bodies as soon as they cross the limit, the upstream request then being aborted unfinished).
+    - `x_forwarded` / `forwarded`: add X-Forwarded-For/Proto/Host and RFC 7239 Forwarded. Incoming copies are
+      kept and extended only when the peer is one of the gateway's trusted proxies.
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        path: str | None = None,
+        strip_prefix: str | None = None,
+        preserve_host: bool = False,
+        timeout: float | httpx.Timeout | None = None,
+        total_timeout: float | None = None,
+        max_body_size: int | None = None,
+        x_forwarded: bool = True,
+        forwarded: bool = True,
+    ) -> None:
+        if not isinstance(upstream, Upstream):
+            raise ConfigurationError(f"Proxy needs an Upstream, got {upstream!r}.")
+        if path is not None and strip_prefix is not None:
+            raise ConfigurationError("Proxy takes either path= or strip_prefix=, not both.")
+        self.upstream = upstream
+        self.path = path
+        self.strip_prefix = strip_prefix.rstrip("/") if strip_prefix else None
+        self.preserve_host = preserve_host
+        self.timeout = as_timeout(timeout) if timeout is not None else upstream.timeout
+        self.total_timeout = total_timeout if total_timeout is not None else upstream.total_timeout
+        self.max_body_size = max_body_size
+        self.x_forwarded = x_forwarded
+        self.forwarded = forwarded
+        self._template: PathTemplate | None = None
+        self._gateway: Gateway | None = None
+        self._host = upstream.authority.encode("latin-1")
+
+    def bind(self, route: Route, gateway: Gateway) -> None:
+        self._gateway = gateway
+        if self.max_body_size is None:
+            self.max_body_size = gateway.max_body_size
+        if self.path is not None:
+            template = PathTemplate(self.path)
+            missing = set(template.names) - set(route.template.names)
+            if missing:
+                raise ConfigurationError(
+                    f"Proxy path {self.path!r} uses {sorted(missing)}, which route {route.path!r} does not capture."
+                )
+            self._template = template
+        if self.strip_prefix and not (
+            route.path == self.strip_prefix or route.path.startswith(self.strip_prefix + "/")
+        ):
+            raise ConfigurationError(
+                f"Proxy strip_prefix={self.strip_prefix!r} is not a prefix of route path {route.path!r}."
+            )
+
+    def upstreams(self) -> list[Upstream]:
+        return [self.upstream]
+
+    def upstream_target(self, exchange: Exchange) -> bytes:
+        if self._template is not None:
+            path = self._template.expand(exchange.raw_params)
+        else:
+            path = exchange.path
+            if self.strip_prefix:
+                path = path[len(self.strip_prefix) :] or "/"
+        target = self.upstream.base_path + encode(path)
+        query: bytes = exchange.scope.get("query_string", b"")
+        return target.encode("latin-1") + b"?" + query if query else target.encode("latin-1")
+
+    async def handle(self, exchange: Exchange, receive: Receive, send: Send) -> None:
+        if exchange.scope["type"] == "websocket":
+            from .websocket import proxy_websocket
+
+            await proxy_websocket(self, exchange, receive, send)
+            return
+        canceller = _Cancel()
+        if self.total_timeout is not None:
+            canceller.total_timeout(self.total_timeout)
+        try:
+            await self._forward(exchange, receive, send, canceller)
+        except asyncio.CancelledError:
+            if canceller.reason is None:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            if canceller.reason == "total_timeout":
+                raise UpstreamTimeout(stage="total", upstream=self.upstream.name) from None
+            exchange.reason = "client_disconnected"
+        except ClientDisconnected:
+            exchange.reason = "client_disconnected"
+        finally:
+            canceller.close()
+
+    async def _forward(self, exchange: Exchange, receive: Receive, send: Send, canceller: _Cancel) -> None:
+        scope = exchange.scope
+        headers, content_length, chunked = self.request_headers(exchange)
+        body: bytes | AsyncIterator[bytes] | None = None
+        limit = self.max_body_size
+        if content_length is not None:
+            if limit is not None and content_length > limit:
+                raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+            if content_length <= SMALL_BODY:
+                body = await _read_small(receive, content_length) if content_length else None
+            else:
+                body = _stream_body(exchange, receive, limit)
+        elif chunked:
+            body = _stream_body(exchange, receive, limit)
+        exchange.upstream = self.upstream.name
+        pool = self.upstream.pool
+        response: UpstreamResponse = await pool.request(
+            scope["method"].encode("latin-1"),
+            self.upstream_target(exchange),
+            headers,
+            body,
+            content_length=content_length if body is not None and not isinstance(body, bytes) else None,
+            read_timeout=self.timeout.read,
+            write_timeout=self.timeout.write,
+        )
+        try:
+            exchange.upstream_ms = exchange.elapsed_ms()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": _response_headers(response.headers),
+                }
+            )
+            chunk = await response.receive()
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                chunk = await response.receive()
+                if chunk:
+                    # A streaming response: watch for the client going away so the upstream is not read for nothing.
+                    canceller.watch_disconnect(receive)
+                    while chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        chunk = await response.receive()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    def request_headers(self, exchange: Exchange) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+        scope = exchange.scope
+        gateway = exchange.gateway
+        trusted = bool(gateway.trusted_networks) and is_trusted(
+            scope["client"][0] if scope.get("client") else None, gateway.trusted_networks
+        )
+        out: list[tuple[bytes, bytes]] = []
+        content_length: int | None = None
+        chunked = False
+        host = b""
+        connection: bytes | None = None
+        prior: dict[bytes, bytes] = {}
+        request_id_header = gateway.request_id_header_bytes
+        for name, value in scope["headers"]:
+            if name in HOP_BY_HOP:
+                if name == b"connection":
+                    connection = value if connection is None else connection + b"," + value
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+                continue
+            if name == b"host":
+                host = value
+            elif name == b"content-length":
+                if content_length is not None or not value.isdigit():
+                    raise BadRequest("The Content-Length header is invalid.")
+                content_length = int(value)
+            elif name in FORWARDING:
+                if trusted:
+                    prior[name] = prior[name] + b", " + value if name in prior else value
+            elif name == request_id_header or name == b"expect":
+                pass
+            else:
+                out.append((name, value))
+        if connection is not None:
+            named = {token.strip().lower() for token in connection.split(b",")}
+            out = [(n, v) for n, v in out if n not in named]
+        if chunked:
+            content_length = None
+        out.insert(0, (b"host", host if self.preserve_host and host else self._host))
+        if exchange.request_id and request_id_header:
+            out.append((request_id_header, exchange.request_id.encode("latin-1")))
+        if self.x_forwarded or self.forwarded:
+            _add_forwarding(out, exchange, prior, host, self.x_forwarded, self.forwarded)
+        return out, content_length, chunked
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.path:
+            extra = f", path={self.path!r}"
+        elif self.strip_prefix:
+            extra = f", strip_prefix={self.strip_prefix!r}"
+        return f"Proxy({self.upstream.name}{extra})"
+
+
+def _add_forwarding(
+    out: list[tuple[bytes, bytes]],
+    exchange: Exchange,
+    prior: dict[bytes, bytes],
+    host: bytes,
+    x_forwarded: bool,
+    forwarded: bool,
+) -> None:
+    scope = exchange.scope
+    peer = scope["client"][0] if scope.get("client") else None
+    scheme = scope.get("scheme", "http").encode("latin-1")
+    if x_forwarded:
+        if peer:
+            xff = prior.get(b"x-forwarded-for")
+            out.append((b"x-forwarded-for", xff + b", " + peer.encode() if xff else peer.encode()))
+        out.append((b"x-forwarded-proto", prior.get(b"x-forwarded-proto", scheme)))
+        if host:
+            out.append((b"x-forwarded-host", prior.get(b"x-forwarded-host", host)))
+    if forwarded:
+        node = b"unknown"
+        if peer:
+            node = b'"[' + peer.encode() + b']"' if ":" in peer else peer.encode()
+        element = b"for=" + node + b";proto=" + scheme
+        if host:
+            element += b';host="' + host.replace(b"\\", b"").replace(b'"', b"") + b'"'
+        previous = prior.get(b"forwarded")
+        out.append((b"forwarded", previous + b", " + element if previous else element))
+
+
+def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    connection: bytes | None = None
+    out = []
+    for name, value in headers:
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                connection = value
+            continue
+        out.append((name, value))
+    if connection is not None:
+        named = {token.strip().lower() for token in connection.split(b",")}
+        out = [(n, v) for n, v in out if n not in named]
+    return out
+
+
+async def _read_small(receive: Receive, expected: int) -> bytes:
+    parts = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        if chunk:
+            parts.append(chunk)
+            received += len(chunk)
+        if not message.get("more_body", False):
+            break
+    if received != expected:
+        raise BadRequest("The request body does not match its Content-Length.")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _stream_body(exchange: Exchange, receive: Receive, limit: int | None) -> AsyncIterator[bytes]:
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        if chunk:
+            total += len(chunk)
+            if limit is not None and total > limit:
+                raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+            exchange.bytes_received = total
+            yield chunk
+        if not message.get("more_body", False):
+            return
+

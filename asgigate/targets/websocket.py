@@ -1,0 +1,94 @@
+"""WebSocket proxying: the client's WebSocket is bridged to one opened upstream with the `websockets` client."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError, UpstreamConnectError
+
+if TYPE_CHECKING:
+    from ..exchange import Exchange
+    from ..policy import Receive, Send
+    from .proxy import Proxy
+
+# Headers the websocket client sets itself, or that only concern the client's own hop.
+_SKIP = frozenset(
+    {b"host", b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version",
+     b"sec-websocket-extensions", b"sec-websocket-protocol", b"content-length", b"transfer-encoding"}
+)
+
+
+async def proxy_websocket(proxy: Proxy, exchange: Exchange, receive: Receive, send: Send) -> None:
+    try:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise ConfigurationError("WebSocket proxying needs the 'websockets' package: pip install asgigate[websocket]") from exc
+
+    upstream = proxy.upstream
+    scheme = "wss" if upstream.scheme == "https" else "ws"
+    url = f"{scheme}://{upstream.authority}{proxy.upstream_target(exchange).decode('latin-1')}"
+    headers, _, _ = proxy.request_headers(exchange)
+    extra = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in _SKIP]
+    subprotocols: list[Any] = list(exchange.scope.get("subprotocols") or [])
+    exchange.upstream = upstream.name
+
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    try:
+        upstream_ws = await connect(
+            url,
+            additional_headers=extra,
+            subprotocols=subprotocols or None,
+            open_timeout=upstream.timeout.connect,
+            max_size=None,
+            compression=None,
+        )
+    except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, InvalidStatus):
+            reason = f"upstream answered {exc.response.status_code}"
+        raise UpstreamConnectError(stage="websocket_connect", upstream=upstream.name, internal=reason) from None
+
+    async with upstream_ws:
+        await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
+        exchange.status = 101
+
+        async def client_to_upstream() -> None:
+            while True:
+                event = await receive()
+                if event["type"] == "websocket.receive":
+                    if event.get("bytes") is not None:
+                        await upstream_ws.send(event["bytes"])
+                    else:
+                        await upstream_ws.send(event.get("text") or "")
+                elif event["type"] == "websocket.disconnect":
+                    await upstream_ws.close(code=event.get("code", 1000) if event.get("code", 1000) != 1006 else 1000)
+                    return
+
+        async def upstream_to_client() -> None:
+            try:
+                async for data in upstream_ws:
+                    if isinstance(data, bytes):
+                        await send({"type": "websocket.send", "bytes": data})
+                    else:
+                        await send({"type": "websocket.send", "text": data})
+            except ConnectionClosed:
+                pass
+            code = upstream_ws.close_code or 1000
+            await send({"type": "websocket.close", "code": code if code not in (1005, 1006) else 1000,
+                        "reason": upstream_ws.close_reason or ""})
+
+        tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                if not isinstance(exc, (ConnectionClosed, OSError)):
+                    raise exc  # type: ignore[misc]
