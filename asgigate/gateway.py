@@ -320,7 +320,7 @@ class Gateway:
         response = renderer(exchange, error)
         if inspect.isawaitable(response):
             response = await response
-        await response(exchange.scope, receive, send)  # type: ignore[operator]
+        await response(exchange.scope, receive, send)
 
     def _log_error(self, exchange: Exchange, exc: Exception) -> None:
         if isinstance(exc, GatewayError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 from starlette.responses import Response
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .routing import Route
     from .targets.base import Target
 
-PolicyLike = Union[Policy, Middleware]
+PolicyLike = Policy | Middleware
 ErrorRenderer = Callable[[Exchange, GatewayError], Awaitable[Response] | Response]
 Stage = Callable[[Exchange, Receive, Send], Awaitable[None]]
 ResponseHook = Callable[[Exchange, ResponseHead], Awaitable[None]]
@@ -157,7 +157,7 @@ class HookStage:
         for i, hook in self.request_hooks:
             try:
                 reply = await hook(exchange)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a rendered error reply
+            except Exception as exc:
                 await self._error(exchange, exc, receive, self._send(exchange, send, i))
                 return
             if reply is not None:
@@ -168,7 +168,7 @@ class HookStage:
         hooked = self._send(exchange, send, len(self.policies))
         try:
             await self.inner(exchange, receive, hooked)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if exchange.response_started:
                 raise
             await self._error(exchange, exc, receive, hooked)

@@ -46,6 +46,8 @@ class ThreadServer:
         self.port = port or free_port()
         config.setdefault("log_level", "warning")
         config.setdefault("lifespan", "on")
+        # uvicorn would otherwise rewrite the client address from X-Forwarded-For itself; the gateway decides.
+        config.setdefault("proxy_headers", False)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **config))
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -92,7 +94,7 @@ def serve_process(
 
 def uvicorn_cmd(app: str, port: int) -> list[str]:
     return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            "--loop", "uvloop", "--http", "httptools"]
+            "--loop", "uvloop", "--http", "httptools", "--no-proxy-headers"]
 
 
 def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from asgigate import Gateway, Proxy, Route, Upstream
+
 from rawupstream import RawUpstream
 from servers import ThreadServer, free_port, raw_request
 

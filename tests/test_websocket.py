@@ -10,6 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from asgigate import Gateway, Proxy, Route, Upstream
+
 from servers import ThreadServer, free_port
 
 

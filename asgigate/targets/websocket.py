@@ -24,7 +24,9 @@ async def proxy_websocket(proxy: Proxy, exchange: Exchange, receive: Receive, se
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ConfigurationError("WebSocket proxying needs the 'websockets' package: pip install asgigate[websocket]") from exc
+        raise ConfigurationError(
+            "WebSocket proxying needs the 'websockets' package: pip install asgigate[websocket]"
+        ) from exc
 
     upstream = proxy.upstream
     scheme = "wss" if upstream.scheme == "https" else "ws"
@@ -46,7 +48,7 @@ async def proxy_websocket(proxy: Proxy, exchange: Exchange, receive: Receive, se
             max_size=None,
             compression=None,
         )
-    except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, InvalidHandshake) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, InvalidStatus):
             reason = f"upstream answered {exc.response.status_code}"
@@ -83,12 +85,11 @@ async def proxy_websocket(proxy: Proxy, exchange: Exchange, receive: Receive, se
 
         tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
         try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
         for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                if not isinstance(exc, (ConnectionClosed, OSError)):
-                    raise exc  # type: ignore[misc]
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None and not isinstance(failure, (ConnectionClosed, OSError)):
+                raise failure

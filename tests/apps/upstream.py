@@ -83,8 +83,10 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def stream(send: Any, query: dict[str, str]) -> None:
-    chunks, size, delay = int(query.get("chunks", "10")), int(query.get("size", "1024")), float(query.get("delay", "0"))
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+    chunks, size = int(query.get("chunks", "10")), int(query.get("size", "1024"))
+    delay = float(query.get("delay", "0"))
+    headers = [(b"content-type", b"application/octet-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     for i in range(chunks):
         await send({"type": "http.response.body", "body": bytes([65 + i % 26]) * size, "more_body": True})
         if delay:
