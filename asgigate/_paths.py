@@ -9,7 +9,8 @@ what reaches the upstream:
 - dot segments are resolved, encoded ones too (`/a/%2e%2e/b` is `/b`); climbing above the root is a 400;
 - `%2F` stays data inside its segment. Inside the matching form it is carried as NUL (which a request can never
   contain: `%00` is a 400), so `{name}` never spans it and `{rest:path}` gives it back as `/`;
-- a segment that decodes to something an upstream could read as a traversal (`..%2F`, `..\\`) is a 400;
+- a segment that decodes to something an upstream could read as a traversal (`..%2F`, `..\\`, or `..;x`, which
+  servlet containers read as `..`) is a 400;
 - the forwarded path is re-encoded from the decoded segments, one canonical encoding.
 """
 
@@ -27,6 +28,8 @@ SEP = "\x00"  # an encoded slash inside a segment, in the matching form
 _PCHAR_SAFE = "!$&'()*+,;=:@~"
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _TRAVERSAL_PARTS = re.compile(r"[/\\]")
+# What may stay unencoded in a forwarded path (RFC 3986 pchar and "/"); anything else takes the slow path.
+_CANONICAL_PATH = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
 
 
 def normalize(raw_path: bytes) -> str:
@@ -37,6 +40,7 @@ def normalize(raw_path: bytes) -> str:
         and b"//" not in raw_path
         and b"/." not in raw_path
         and b"\\" not in raw_path
+        and b"\x00" not in raw_path
     ):
         try:
             return raw_path.decode("ascii")
@@ -72,8 +76,8 @@ def _normalize_slow(raw_path: bytes) -> str:
             out.pop()
             trailing = True
             continue
-        if "/" in text or "\\" in text:
-            if any(part in (".", "..") for part in _TRAVERSAL_PARTS.split(text)):
+        if "/" in text or "\\" in text or ";" in text:
+            if any(part.split(";", 1)[0] in (".", "..") for part in _TRAVERSAL_PARTS.split(text)):
                 raise InvalidPath("The request path contains an encoded traversal.")
             text = text.replace("/", SEP)
         out.append(text)
@@ -84,7 +88,7 @@ def _normalize_slow(raw_path: bytes) -> str:
 
 def encode(path: str) -> str:
     """The canonical percent-encoding of a matching-form path (or path fragment)."""
-    if path.isascii() and "%" not in path and SEP not in path and " " not in path and "?" not in path:
+    if _CANONICAL_PATH.fullmatch(path):
         return path
     return "/".join(quote(part.replace(SEP, "/"), safe=_PCHAR_SAFE) for part in path.split("/"))
 

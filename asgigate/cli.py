@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import ConfigurationError
 from .gateway import Gateway
@@ -16,10 +17,19 @@ def load(spec: str) -> Gateway:
     if not module_name or not attr:
         raise SystemExit(f"error: expected module:attribute, got {spec!r}")
     sys.path.insert(0, ".")
-    module = importlib.import_module(module_name)
-    obj = module
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the module named in the spec; a missing import inside it keeps its traceback.
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise
+        raise SystemExit(f"error: cannot import {module_name!r} ({exc})") from None
+    obj: Any = module
     for part in attr.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"error: module {module_name!r} has no attribute {attr!r}") from None
     if not isinstance(obj, Gateway):
         raise SystemExit(f"error: {spec} is {type(obj).__name__}, not an asgigate Gateway")
     return obj

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -40,6 +40,42 @@ logger = logging.getLogger("asgigate")
 access_logger = logging.getLogger("asgigate.access")
 
 _VALID_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/+=@")
+
+
+class _RoutesHook:
+    """The `routes()` hook as seen on an instance: callable as usual, but an empty sequence to Starlette.
+
+    Starlette's `Mount` treats a mounted app's `routes` attribute as its sub-routes when building URLs
+    (`url_for`). A gateway's routes are not Starlette routes, so to Starlette the hook must look empty,
+    otherwise `url_for` in a parent app that mounts a gateway would fail.
+    """
+
+    __slots__ = ("func", "instance")
+
+    def __init__(self, func: Callable[[Any], Sequence[Route | Group]], instance: Any) -> None:
+        self.func = func
+        self.instance = instance
+
+    def __call__(self) -> Sequence[Route | Group]:
+        return self.func(self.instance)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class _RoutesDescriptor:
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[[Any], Sequence[Route | Group]]) -> None:
+        self.func = func
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self.func
+        return _RoutesHook(self.func, instance)
 
 
 class Gateway:
@@ -80,6 +116,12 @@ class Gateway:
         self._table: RouteTable | None = None
         self._chains: list[str] = []
         self._upstreams: list[Upstream] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("routes")
+        if inspect.isfunction(declared):
+            cls.routes = _RoutesDescriptor(declared)  # type: ignore[method-assign,assignment]
 
     # --- declaration hooks ----------------------------------------------------------------------------------
 
@@ -230,7 +272,11 @@ class Gateway:
             if message["type"] == "http.response.start":
                 exchange.status = message["status"]
                 if request_id:
-                    message["headers"] = [*message.get("headers", ()), (header, request_id)]
+                    # Exactly one id goes back: the gateway's (an upstream may echo the one it was sent).
+                    message["headers"] = [
+                        *(item for item in message.get("headers", ()) if item[0] != header),
+                        (header, request_id),
+                    ]
             elif message["type"] == "http.response.body":
                 exchange.bytes_sent += len(message.get("body", b""))
             elif message["type"] == "websocket.close" and not exchange.status:

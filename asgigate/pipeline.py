@@ -5,7 +5,8 @@
 Request hooks run in that order; response hooks run in reverse, for upstream, local and error replies alike.
 Consecutive hook policies share one stage (one send wrapper, no extra ASGI layer); a policy that overrides
 `wrap` or a Starlette `Middleware` becomes an ASGI layer of its own at its place in the list. A hook that
-raises or returns a reply stops the chain there: only the response hooks of the policies before it run.
+raises or returns a reply stops the chain there: only the response hooks of the policies before it run. An error
+raised inside an ASGI layer is rendered inside it, so that layer sees the error reply like any other reply.
 """
 
 from __future__ import annotations
@@ -104,13 +105,38 @@ def compile_chain(entries: Sequence[ChainEntry], target: Target) -> Stage:
         if run:
             stage = HookStage(list(reversed(run)), stage)
             run = []
+        inner = _to_asgi(_guarded(stage))
         if isinstance(policy, Middleware):
-            stage = _from_asgi(policy.cls(_to_asgi(stage), *policy.args, **policy.kwargs))
+            stage = _from_asgi(policy.cls(inner, *policy.args, **policy.kwargs))
         else:
-            stage = _from_asgi(policy.wrap(_to_asgi(stage)))
+            stage = _from_asgi(policy.wrap(inner))
+            if policy.uses_on_request() or policy.uses_on_response():
+                run.append(policy)  # its hooks run around its own wrapper
     if run:
         stage = HookStage(list(reversed(run)), stage)
     return stage
+
+
+def _guarded(stage: Stage) -> Stage:
+    """Render errors raised inside an ASGI layer right there, so the layer sees the error reply like any other."""
+
+    async def guarded(exchange: Exchange, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                started = True
+            await send(message)
+
+        try:
+            await stage(exchange, receive, tracking_send)
+        except Exception as exc:
+            if started or exchange.response_started:
+                raise
+            await exchange.gateway.send_error(exchange, exc, receive, send)
+
+    return guarded
 
 
 def _to_asgi(stage: Stage) -> ASGIApp:

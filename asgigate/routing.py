@@ -191,7 +191,7 @@ class Group:
         return f"Group({self.prefix!r}, {len(self.routes)} routes)"
 
 
-def Mount(prefix: str, app: Callable[..., Any], **kwargs: Any) -> Group:  # noqa: N802 - reads like a class
+def Mount(prefix: str, app: Callable[..., Any], **kwargs: Any) -> Group:
     """Serve a whole ASGI app (Starlette, FastAPI, ...) under `prefix`, with the app seeing `root_path`."""
     from .targets.mount import MountedApp
 

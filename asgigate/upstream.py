@@ -13,7 +13,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from ._http1 import ConnectionPool
 
-__all__ = ["Upstream", "as_timeout"]
+__all__ = ["Upstream"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=5.0)
 

@@ -92,12 +92,18 @@ class Redirect(Target):
         self.location = location
         self.status = status
         self.keep_query = keep_query
+        # Only the path is a template; a query or fragment written in the location is kept as written.
+        before_fragment, _, fragment = location.partition("#")
+        self._path, _, self._query = before_fragment.partition("?")
+        self._fragment = "#" + fragment if fragment else ""
         self._template: PathTemplate | None = None
 
     def bind(self, route: Route, gateway: Gateway) -> None:
         names = set(route.template.names)
-        if "{" in self.location:
-            base = self.location if self.location.startswith("/") else "/" + self.location
+        if "{" in self._query or "{" in self._fragment:
+            raise ConfigurationError(f"Redirect {self.location!r}: parameters can only be used in the path.")
+        if "{" in self._path:
+            base = self._path if self._path.startswith("/") else "/" + self._path
             template = PathTemplate(base)
             missing = set(template.names) - names
             if missing:
@@ -109,13 +115,17 @@ class Redirect(Target):
     async def handle(self, exchange: Exchange, receive: Receive, send: Send) -> None:
         from .._paths import encode
 
-        location = self.location
+        location = self._path
         if self._template is not None:
             expanded = encode(self._template.expand(exchange.raw_params))
-            location = expanded if self.location.startswith("/") else expanded[1:]
-        query = exchange.scope.get("query_string", b"")
-        if self.keep_query and query:
-            location += ("&" if "?" in location else "?") + query.decode("latin-1")
+            location = expanded if self._path.startswith("/") else expanded[1:]
+        query = self._query
+        incoming = exchange.scope.get("query_string", b"")
+        if self.keep_query and incoming:
+            query = query + "&" + incoming.decode("latin-1") if query else incoming.decode("latin-1")
+        if query:
+            location += "?" + query
+        location += self._fragment
         await send({"type": "http.response.start", "status": self.status,
                     "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})

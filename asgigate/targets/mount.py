@@ -28,6 +28,10 @@ class MountedApp(Target):
         scope["raw_path"] = (root + encode(exchange.path)).encode("latin-1")
         scope["root_path"] = root + self.prefix
         scope.pop("path_params", None)
+        # A parent Starlette router cannot see through the gateway, so the app is its own top level for
+        # url_for: it resolves names with its own router, relative to its own root.
+        scope.pop("router", None)
+        scope["app_root_path"] = scope["root_path"]
         await self.app(scope, receive, send)
 
     def __repr__(self) -> str:
