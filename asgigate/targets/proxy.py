@@ -214,13 +214,15 @@ class Proxy(Target):
         )
         try:
             exchange.upstream_ms = exchange.elapsed_ms()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": _response_headers(response.headers),
-                }
-            )
+            start = {"type": "http.response.start", "status": response.status,
+                     "headers": _response_headers(response.headers)}
+            if response.complete:
+                # The whole response is here already (most small replies): one body message, no streaming.
+                body = await response.receive()
+                await send(start)
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+            await send(start)
             chunk = await response.receive()
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
