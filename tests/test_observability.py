@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from asgigate import Direct, Gateway, Proxy, Route, Upstream
+
 from servers import ThreadServer, free_port
 
 
@@ -65,6 +66,7 @@ def test_one_json_line_per_request(upstream: ThreadServer, access_log: Records) 
     assert first["request_id"] == ok.headers["x-request-id"]
     assert first["upstream"] is None
     assert second["route"] == "up" and second["upstream"] == "backend" and second["method"] == "POST"
+    assert second["bytes_in"] == 5
     assert second["request_id"] == proxied.headers["x-request-id"]
     assert second["bytes_out"] == len(proxied.content)
     assert isinstance(second["duration_ms"], float) and isinstance(second["upstream_ms"], float)

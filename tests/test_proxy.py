@@ -297,3 +297,9 @@ def test_keep_alive_connections_are_reused(upstream: ThreadServer) -> None:
         for _ in range(20):
             assert client.get(f"{server.url}/api/echo").status_code == 200
         assert gateway.backend.pool.idle_count == 1
+
+
+def test_reply_carries_one_date_and_one_server_header(gateway: ThreadServer) -> None:
+    response = httpx.get(f"{gateway.url}/api/echo")
+    assert len(response.headers.get_list("date")) == 1
+    assert response.headers.get_list("server") == ["uvicorn"]

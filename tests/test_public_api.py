@@ -10,8 +10,6 @@ from importlib import resources
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 import asgigate
 
 ROOT = Path(__file__).resolve().parent.parent

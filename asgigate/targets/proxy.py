@@ -45,6 +45,9 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
+# Like nginx, the upstream's Date and Server give way to the ones the ASGI server in front writes, so a reply
+# never carries two of each.
+RESPONSE_HIDDEN = HOP_BY_HOP | {b"date", b"server"}
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 SMALL_BODY = 64 * 1024  # request bodies up to this size are read whole: one write upstream, and replayable
 
@@ -197,6 +200,7 @@ class Proxy(Target):
                 raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
             if content_length <= SMALL_BODY:
                 body = await _read_small(receive, content_length) if content_length else None
+                exchange.bytes_received = content_length
             else:
                 body = _stream_body(exchange, receive, limit)
         elif chunked:
@@ -324,7 +328,7 @@ def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     connection: bytes | None = None
     out = []
     for name, value in headers:
-        if name in HOP_BY_HOP:
+        if name in RESPONSE_HIDDEN:
             if name == b"connection":
                 connection = value
             continue
