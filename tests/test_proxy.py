@@ -303,3 +303,35 @@ def test_reply_carries_one_date_and_one_server_header(gateway: ThreadServer) -> 
     response = httpx.get(f"{gateway.url}/api/echo")
     assert len(response.headers.get_list("date")) == 1
     assert response.headers.get_list("server") == ["uvicorn"]
+
+
+def test_route_connect_timeout_overrides_the_upstream() -> None:
+    # A listener whose accept queue is full and never drained: Linux drops further SYNs, so connect() hangs.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+
+        class Hanging(Gateway):
+            def __init__(self) -> None:
+                super().__init__()
+                self.backend = Upstream(f"http://127.0.0.1:{port}", timeout=httpx.Timeout(10.0, connect=10.0))
+
+            def routes(self) -> list[Route]:
+                return [Route("/{rest:path}", Proxy(self.backend, timeout=httpx.Timeout(5.0, connect=0.3)))]
+
+        try:
+            with ThreadServer(Hanging()) as server:
+                started = time.monotonic()
+                response = httpx.get(f"{server.url}/x", timeout=10)
+                elapsed = time.monotonic() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert response.status_code == 504
+    assert response.json()["code"] == "upstream_timeout"
+    assert 0.25 < elapsed < 3

@@ -43,6 +43,16 @@ _CHUNKED_FRAMING: Final = b"transfer-encoding: chunked\r\n\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
+class _PoolDefault:
+    """Marks a per-request setting left to the pool's own default."""
+
+    def __repr__(self) -> str:
+        return "POOL_DEFAULT"
+
+
+POOL_DEFAULT: Final = _PoolDefault()
+
+
 class UpstreamResponse:
     """A response head plus a lease on its connection until the body is read (or the response is closed).
 
@@ -178,6 +188,7 @@ class ConnectionPool:
         content_length: int | None = None,
         read_timeout: float | None = 30.0,
         write_timeout: float | None = 30.0,
+        connect_timeout: float | _PoolDefault | None = POOL_DEFAULT,
     ) -> UpstreamResponse:
         """Send one request and return once the response head has arrived.
 
@@ -189,7 +200,7 @@ class ConnectionPool:
             raise self._closed_error()
         if body is not None and not isinstance(body, bytes):
             return await self._request_streaming(
-                method, target, headers, body, content_length, read_timeout, write_timeout
+                method, target, headers, body, content_length, read_timeout, write_timeout, connect_timeout
             )
         if body:
             framing = b"content-length: %d\r\n\r\n" % len(body)
@@ -203,7 +214,7 @@ class ConnectionPool:
 
         conn = self._pop_idle()
         if conn is None:
-            conn = await self._acquire_slow()
+            conn = await self._acquire_slow(connect_timeout)
         retried = False
         while True:
             try:
@@ -227,7 +238,7 @@ class ConnectionPool:
                     raise
                 self._discard(conn, keep_slot=True)
                 retried = True
-                conn = await self._connect_in_slot()
+                conn = await self._connect_in_slot(connect_timeout)
             except BaseException:
                 self._discard(conn)
                 raise
@@ -254,6 +265,7 @@ class ConnectionPool:
         content_length: int | None,
         read_timeout: float | None,
         write_timeout: float | None,
+        connect_timeout: float | _PoolDefault | None,
     ) -> UpstreamResponse:
         chunked = content_length is None
         limit = -1 if content_length is None else content_length
@@ -264,7 +276,7 @@ class ConnectionPool:
         chunk = await _next_chunk(body)
         conn = self._pop_idle()
         if conn is None:
-            conn = await self._acquire_slow()
+            conn = await self._acquire_slow(connect_timeout)
         try:
             conn.begin(method == b"HEAD", read_timeout)
             sent = 0
@@ -322,13 +334,13 @@ class ConnectionPool:
                 return conn
         return None
 
-    async def _acquire_slow(self) -> Connection:
+    async def _acquire_slow(self, connect_timeout: float | _PoolDefault | None = POOL_DEFAULT) -> Connection:
         """A connection when none is idle: connect if a slot is free, else queue for one."""
         if self._closed:
             raise self._closed_error()
         if self._active + len(self._idle) < self._max_connections:
             self._active += 1
-            return await self._connect_in_slot()
+            return await self._connect_in_slot(connect_timeout)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Connection | None] = loop.create_future()
         self._waiters.append(waiter)
@@ -356,25 +368,26 @@ class ConnectionPool:
                 except ValueError:
                     pass
         if conn is None:
-            return await self._connect_in_slot()
+            return await self._connect_in_slot(connect_timeout)
         if conn.closed:  # lost between hand-over and now
             self._discard(conn, keep_slot=True)
-            return await self._connect_in_slot()
+            return await self._connect_in_slot(connect_timeout)
         return conn
 
-    async def _connect_in_slot(self) -> Connection:
+    async def _connect_in_slot(self, connect_timeout: float | _PoolDefault | None = POOL_DEFAULT) -> Connection:
         """Open a new connection in a slot already counted in `_active`; give the slot back on failure."""
         try:
-            return await self._connect()
+            return await self._connect(connect_timeout)
         except BaseException:
             self._active -= 1
             self._wake_waiters()
             raise
 
-    async def _connect(self) -> Connection:
+    async def _connect(self, connect_timeout: float | _PoolDefault | None = POOL_DEFAULT) -> Connection:
         loop = asyncio.get_running_loop()
+        timeout = self._connect_timeout if isinstance(connect_timeout, _PoolDefault) else connect_timeout
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
                     lambda: Connection(self),
                     self.host,
@@ -387,7 +400,7 @@ class ConnectionPool:
                 "Timed out connecting to the upstream.",
                 stage="connect",
                 upstream=self.name,
-                internal=f"connect to {self.host}:{self.port} timed out after {self._connect_timeout}s",
+                internal=f"connect to {self.host}:{self.port} timed out after {timeout}s",
             ) from exc
         except OSError as exc:  # refused, unreachable, DNS failure (gaierror), TLS handshake failure
             raise UpstreamConnectError(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from .._http1.pool import POOL_DEFAULT, _PoolDefault
 from .._paths import PathTemplate, encode
 from ..errors import BadRequest, ConfigurationError, PayloadTooLarge, UpstreamTimeout
 from ..exchange import is_trusted
@@ -126,6 +127,10 @@ class Proxy(Target):
         self.strip_prefix = strip_prefix.rstrip("/") if strip_prefix else None
         self.preserve_host = preserve_host
         self.timeout = as_timeout(timeout) if timeout is not None else upstream.timeout
+        # A route's own timeout may shorten connecting too; otherwise the upstream's pool setting applies.
+        self._connect_timeout: float | _PoolDefault | None = (
+            self.timeout.connect if timeout is not None else POOL_DEFAULT
+        )
         self.total_timeout = total_timeout if total_timeout is not None else upstream.total_timeout
         self.max_body_size = max_body_size
         self.x_forwarded = x_forwarded
@@ -215,6 +220,7 @@ class Proxy(Target):
             content_length=content_length if body is not None and not isinstance(body, bytes) else None,
             read_timeout=self.timeout.read,
             write_timeout=self.timeout.write,
+            connect_timeout=self._connect_timeout,
         )
         try:
             exchange.upstream_ms = exchange.elapsed_ms()
