@@ -3,29 +3,41 @@
     GatewayError                        500 internal_error
     ├── ClientError                     400 bad_request
     │   ├── BadRequest                  400 bad_request
-    │   │   └── InvalidPath             400 invalid_path
+    │   │   ├── InvalidPath             400 invalid_path
+    │   │   └── InvalidBody             400 invalid_body
     │   ├── Unauthorized                401 unauthorized
+    │   │   └── InvalidToken            401 invalid_token
+    │   │       └── ExpiredToken        401 expired_token
     │   ├── Forbidden                   403 forbidden
+    │   │   └── InsufficientScope       403 insufficient_scope
     │   ├── NotFound                    404 no_route
     │   ├── MethodNotAllowed            405 method_not_allowed
     │   ├── PayloadTooLarge             413 payload_too_large
     │   └── RateLimited                 429 rate_limited
+    │       └── QuotaExceeded           429 quota_exceeded
+    ├── RequestTerminated               503 request_terminated
+    ├── FaultInjected                   503 fault_injected
     └── UpstreamError                   502 bad_gateway
         ├── BadGateway                  502 bad_gateway
         │   ├── UpstreamConnectError    502 upstream_connect_failed
         │   └── UpstreamProtocolError   502 upstream_protocol_error
+        ├── UpstreamErrorResponse       502 upstream_error_response
         ├── UpstreamUnavailable         503 upstream_unavailable
         └── UpstreamTimeout             504 upstream_timeout
 
     ConfigurationError                  raised while building a gateway; never an HTTP reply
 
-`code` is the stable reason that clients, logs and metrics see. `detail` is safe to show to a client; anything
-internal goes into `internal` (logged, never rendered). Every error the gateway replies with goes through
-`Gateway.render_error`; once a response has started, an error aborts the connection instead.
+`code` is the stable reason that clients, logs and metrics see. `RequestTerminated`, `FaultInjected` and
+`UpstreamErrorResponse` take their status per instance (the drawn one is their default); every other class has
+one status. `detail` is safe to show to a client; anything internal goes into `internal` (logged, never rendered).
+`headers` are protocol headers (`Allow`, `Retry-After`, `WWW-Authenticate`, `RateLimit-*`): every error reply
+carries them, whatever its body format. Every error the gateway replies with goes through one renderer (see
+`asgigate.replies`); once a response has started, an error aborts the connection instead.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import ClassVar
 
 __all__ = [
@@ -33,16 +45,24 @@ __all__ = [
     "BadRequest",
     "ClientError",
     "ConfigurationError",
+    "ExpiredToken",
+    "FaultInjected",
     "Forbidden",
     "GatewayError",
+    "InsufficientScope",
+    "InvalidBody",
     "InvalidPath",
+    "InvalidToken",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "RateLimited",
+    "RequestTerminated",
     "Unauthorized",
     "UpstreamConnectError",
     "UpstreamError",
+    "UpstreamErrorResponse",
     "UpstreamProtocolError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
@@ -50,11 +70,17 @@ __all__ = [
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway turns into a reply."""
+    """Base of every error the gateway turns into a reply.
 
-    status_code: ClassVar[int] = 500
+    `reason` is what the access log and metrics record for the reply (`exchange.reason`); it is the `code`
+    unless the raiser gives a finer one (a `Terminate` policy's `reason="maintenance"`).
+    """
+
+    # Plain class attributes rather than ClassVars: the few errors whose status is chosen per instance
+    # (RequestTerminated, FaultInjected, UpstreamErrorResponse) set them on the instance.
+    status_code: int = 500
+    title: str = "Internal Server Error"
     code: ClassVar[str] = "internal_error"
-    title: ClassVar[str] = "Internal Server Error"
 
     def __init__(
         self,
@@ -66,10 +92,21 @@ class GatewayError(Exception):
         self.detail = detail
         self.headers: dict[str, str] = dict(headers) if headers else {}
         self.internal = internal
+        self.reason: str = self.code
         super().__init__(detail or self.title)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, detail={self.detail!r})"
+
+
+def _set_status(error: GatewayError, status: int, title: str | None) -> None:
+    if not 400 <= status <= 599:
+        raise ValueError(f"{type(error).__name__} status {status} is not a 4xx or 5xx status.")
+    error.status_code = status
+    try:
+        error.title = title or HTTPStatus(status).phrase
+    except ValueError:
+        error.title = title or ("Client Error" if status < 500 else "Server Error")
 
 
 class ClientError(GatewayError):
@@ -89,16 +126,74 @@ class InvalidPath(BadRequest):
     title = "Invalid Request Path"
 
 
+class InvalidBody(BadRequest):
+    """The request body cannot be used: malformed JSON, a failed schema check, a wrong length."""
+
+    code = "invalid_body"
+    title = "Invalid Request Body"
+
+
 class Unauthorized(ClientError):
+    """No usable credentials. `challenge` is sent as `WWW-Authenticate` (RFC 9110 11.6.1)."""
+
     status_code = 401
     code = "unauthorized"
     title = "Unauthorized"
+    default_challenge: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        challenge: str | None = None,
+        headers: dict[str, str] | None = None,
+        internal: str | None = None,
+    ) -> None:
+        merged = dict(headers) if headers else {}
+        challenge = challenge or self.default_challenge
+        if challenge and "www-authenticate" not in {name.lower() for name in merged}:
+            merged["www-authenticate"] = challenge
+        super().__init__(detail, headers=merged, internal=internal)
+
+
+class InvalidToken(Unauthorized):
+    """A bearer token was sent but is not valid (RFC 6750 `invalid_token`)."""
+
+    code = "invalid_token"
+    title = "Invalid Token"
+    default_challenge = 'Bearer error="invalid_token"'
+
+
+class ExpiredToken(InvalidToken):
+    code = "expired_token"
+    title = "Expired Token"
+    default_challenge = 'Bearer error="invalid_token", error_description="The access token expired"'
 
 
 class Forbidden(ClientError):
     status_code = 403
     code = "forbidden"
     title = "Forbidden"
+
+
+class InsufficientScope(Forbidden):
+    """The token is valid but lacks a required scope (RFC 6750 `insufficient_scope`)."""
+
+    code = "insufficient_scope"
+    title = "Insufficient Scope"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        scope: str | None = None,
+        headers: dict[str, str] | None = None,
+        internal: str | None = None,
+    ) -> None:
+        merged = dict(headers) if headers else {}
+        challenge = 'Bearer error="insufficient_scope"' + (f', scope="{scope}"' if scope else "")
+        merged.setdefault("www-authenticate", challenge)
+        super().__init__(detail, headers=merged, internal=internal)
 
 
 class NotFound(ClientError):
@@ -124,6 +219,8 @@ class PayloadTooLarge(ClientError):
 
 
 class RateLimited(ClientError):
+    """Too many requests; `retry_after` (seconds) becomes `Retry-After`, `headers` carry `RateLimit-*`."""
+
     status_code = 429
     code = "rate_limited"
     title = "Too Many Requests"
@@ -136,6 +233,47 @@ class RateLimited(ClientError):
         if retry_after is not None:
             merged["retry-after"] = str(retry_after)
         super().__init__(detail, headers=merged)
+
+
+class QuotaExceeded(RateLimited):
+    """A longer-term allowance (a daily or monthly quota) is used up, as opposed to a short-term rate."""
+
+    code = "quota_exceeded"
+    title = "Quota Exceeded"
+
+
+class RequestTerminated(GatewayError):
+    """The gateway refuses matching requests on purpose (maintenance, a retired API version): any 4xx/5xx."""
+
+    status_code = 503
+    code = "request_terminated"
+    title = "Service Unavailable"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        status: int = 503,
+        title: str | None = None,
+        reason: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        _set_status(self, status, title)
+        super().__init__(detail, headers=headers)
+        if reason:
+            self.reason = reason
+
+
+class FaultInjected(GatewayError):
+    """A request aborted on purpose by fault injection, with the configured status."""
+
+    status_code = 503
+    code = "fault_injected"
+    title = "Service Unavailable"
+
+    def __init__(self, detail: str | None = None, *, status: int = 503) -> None:
+        _set_status(self, status, None)
+        super().__init__(detail)
 
 
 class UpstreamError(GatewayError):
@@ -168,6 +306,28 @@ class UpstreamConnectError(BadGateway):
 
 class UpstreamProtocolError(BadGateway):
     code = "upstream_protocol_error"
+
+
+class UpstreamErrorResponse(UpstreamError):
+    """The upstream answered with an error that a `Proxy(upstream_errors=...)` rule replaces by the gateway's own
+    reply (its body is discarded, never shown). `upstream_status` is what the upstream said; `status_code` is
+    what the client gets: the same status, or the one the rule maps it to."""
+
+    code = "upstream_error_response"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        upstream_status: int,
+        status: int | None = None,
+        upstream: str | None = None,
+    ) -> None:
+        self.upstream_status = upstream_status
+        _set_status(self, status or upstream_status, None)
+        super().__init__(
+            detail, stage="response_status", upstream=upstream, internal=f"upstream answered {upstream_status}"
+        )
 
 
 class UpstreamUnavailable(UpstreamError):

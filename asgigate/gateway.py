@@ -25,12 +25,13 @@ import orjson
 from starlette.middleware import Middleware
 from starlette.responses import Response
 
+from ._default_reply import default_reply
 from ._paths import encode, normalize
 from .errors import ConfigurationError, GatewayError, UpstreamError
 from .exchange import SCOPE_KEY, Exchange, is_trusted
 from .pipeline import PolicyLike, chain_for, check_order, compile_chain, format_chain
 from .policy import ASGIApp, Message, Receive, Scope, Send
-from .responses import problem_response
+from .replies import ErrorRendering, ErrorReplies, ErrorsLike, as_replies
 from .routing import Group, Route, RouteTable
 from .upstream import Upstream
 
@@ -88,6 +89,8 @@ class Gateway:
     - `trusted_proxies`: addresses/networks whose X-Forwarded-* / Forwarded headers are believed.
     - `max_body_size`: default request body limit for proxied routes (None: no limit, bodies stream).
     - `debug`: error replies for unexpected exceptions include the traceback. Never in production.
+    - `errors`: how the gateway's own error replies look, for every route (a `Reply` template, a function
+      `(exchange, error) -> Response`, or `ErrorReplies` per error/status); groups and routes refine it.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Gateway:
         trusted_proxies: Sequence[str] = (),
         max_body_size: int | None = None,
         debug: bool = False,
+        errors: ErrorsLike | None = None,
     ) -> None:
         self.request_id = request_id
         self.request_id_header = request_id_header.lower()
@@ -112,6 +116,9 @@ class Gateway:
             raise ConfigurationError(f"trusted_proxies: {exc}") from None
         self.max_body_size = max_body_size
         self.debug = debug
+        self.errors = errors
+        self._error_rendering: ErrorRendering | None = None  # before a route matched
+        self._route_errors: dict[Route, ErrorRendering] = {}  # per route, resolved at build
         self._entry: ASGIApp | None = None
         self._table: RouteTable | None = None
         self._chains: list[str] = []
@@ -143,8 +150,11 @@ class Gateway:
         """Runs at ASGI lifespan shutdown, before upstream pools are closed."""
 
     async def render_error(self, exchange: Exchange, error: GatewayError) -> Response:
-        """Every error reply the gateway makes goes through here; RFC 9457 problem+json by default."""
-        return problem_response(exchange, error)
+        """The last word on error replies, after the `errors=` settings of the route, its groups and the gateway.
+
+        RFC 9457 problem+json by default, or a readable HTML page for clients that prefer HTML (browsers).
+        """
+        return await default_reply(exchange, error)
 
     # --- build ----------------------------------------------------------------------------------------------
 
@@ -164,6 +174,10 @@ class Gateway:
         names: dict[str, Route] = {}
         upstreams: dict[int, Upstream] = {}
         chains = []
+        gateway_errors = self._error_levels([("the gateway", self.errors)])
+        # An overridden render_error has the last word; otherwise the built-in reply has it.
+        fallback = self.render_error if type(self).render_error is not Gateway.render_error else None
+        route_errors: dict[Route, ErrorRendering] = {}
         for route in routes:
             if route.name in names and route.name != route.path:
                 raise ConfigurationError(f"Two routes are named {route.name!r}.")
@@ -172,6 +186,11 @@ class Gateway:
             check_order(route, entries)
             route.target.bind(route, self)
             route.app = compile_chain(entries, route.target)
+            levels = self._error_levels(
+                [(f"route {route.name!r}", route.errors)]
+                + [(f"group {group!r} (route {route.name!r})", errors) for group, errors in route.group_errors]
+            )
+            route_errors[route] = ErrorRendering(levels + gateway_errors, fallback)
             chains.append(format_chain(route, entries))
             for upstream in route.target.upstreams():
                 upstreams[id(upstream)] = upstream
@@ -179,6 +198,8 @@ class Gateway:
             if isinstance(value, Upstream):
                 upstreams[id(value)] = value
         self._table = RouteTable(routes)
+        self._error_rendering = ErrorRendering(gateway_errors, fallback)
+        self._route_errors = route_errors
         self._chains = chains
         self._upstreams = list(upstreams.values())
         entry: ASGIApp = self._handle
@@ -187,6 +208,16 @@ class Gateway:
                 raise ConfigurationError(f"middleware() must return starlette Middleware objects, got {mw!r}.")
             entry = mw.cls(entry, *mw.args, **mw.kwargs)
         self._entry = entry
+
+    @staticmethod
+    def _error_levels(settings: Sequence[tuple[str, ErrorsLike | None]]) -> list[ErrorReplies]:
+        """The `errors=` settings that are set, closest first, each checked (ConfigurationError names where)."""
+        levels = []
+        for where, value in settings:
+            replies = as_replies(value, where)
+            if replies is not None:
+                levels.append(replies)
+        return levels
 
     def describe(self) -> str:
         """Every route with its policy chain in run order and its target: what runs, in which order."""
@@ -343,7 +374,8 @@ class Gateway:
         return hops[0] if hops else peer
 
     async def send_error(self, exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
-        """Turn any exception into the gateway's error reply (through the route's or gateway's renderer)."""
+        """Turn any exception into the gateway's error reply, rendered by the route's resolved `errors=` settings
+        (route, groups, gateway) and finally `render_error` (see asgigate.replies)."""
         if isinstance(exc, GatewayError):
             error = exc
             if isinstance(exc, UpstreamError) or exc.internal:
@@ -358,14 +390,14 @@ class Gateway:
             detail = "".join(traceback.format_exception(exc)) if self.debug else None
             error = GatewayError(detail)
         exchange.error = error
-        exchange.reason = error.code
+        exchange.reason = getattr(error, "reason", None) or error.code
         if exchange.scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008 if error.status_code < 500 else 1011})
             return
-        renderer = exchange.route.errors if exchange.route and exchange.route.errors else self.render_error
-        response = renderer(exchange, error)
-        if inspect.isawaitable(response):
-            response = await response
+        rendering = self._route_errors.get(exchange.route) if exchange.route is not None else None
+        if rendering is None:
+            rendering = self._error_rendering or ErrorRendering([], self.render_error)  # not built (yet)
+        response = await rendering.render(exchange, error)
         await response(exchange.scope, receive, send)
 
     def _log_error(self, exchange: Exchange, exc: Exception) -> None:

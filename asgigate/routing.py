@@ -16,7 +16,8 @@ from .errors import ConfigurationError, MethodNotAllowed, NotFound
 
 if TYPE_CHECKING:
     from .exchange import Exchange
-    from .pipeline import ErrorRenderer, PolicyLike
+    from .pipeline import PolicyLike
+    from .replies import ErrorsLike
     from .targets.base import Target
 
 __all__ = ["Group", "Mount", "Route"]
@@ -77,7 +78,7 @@ class Route:
         policies: Sequence[PolicyLike] = (),
         skip: Iterable[type] = (),
         name: str | None = None,
-        errors: ErrorRenderer | None = None,
+        errors: ErrorsLike | None = None,
     ) -> None:
         from .targets.base import as_target
 
@@ -99,6 +100,7 @@ class Route:
         self.name = name or path
         self.errors = errors
         self.group_policies: tuple[PolicyLike, ...] = ()  # filled when flattened out of groups
+        self.group_errors: tuple[tuple[str, ErrorsLike], ...] = ()  # (group name, errors=), inner group first
         self.app: Any = None  # the compiled chain, set by the pipeline at build time
 
     def matches_extra(self, exchange: Exchange) -> bool:
@@ -148,7 +150,7 @@ class Group:
         query: Mapping[str, Matcher] | None = None,
         policies: Sequence[PolicyLike] = (),
         skip: Iterable[type] = (),
-        errors: ErrorRenderer | None = None,
+        errors: ErrorsLike | None = None,
         name: str | None = None,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
@@ -182,9 +184,10 @@ class Group:
             policies=route.policies,
             skip=self.skip | route.skip,
             name=route.name if route.name != route.path else None,
-            errors=route.errors or self.errors,
+            errors=route.errors,
         )
         merged.group_policies = self.policies + route.group_policies
+        merged.group_errors = route.group_errors + (((self.name, self.errors),) if self.errors is not None else ())
         return merged
 
     def __repr__(self) -> str:

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from examples import quickstart, versioning
+from examples import custom_errors, quickstart, versioning
 
 from servers import PYTHON, ROOT, ThreadServer, free_port, serve_process
 
 EXAMPLES = ROOT / "examples"
-TESTED = {"quickstart.py", "versioning.py"}
+TESTED = {"custom_errors.py", "quickstart.py", "versioning.py"}
 
 
 def test_every_example_is_tested() -> None:
@@ -205,3 +205,89 @@ def test_versioning_script() -> None:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/orders/1", headers={"X-API-Version": "2"}, timeout=10).json() == V2_ORDER
         assert httpx.get(f"{base}/v1/orders/1", timeout=10).json() == V1_ORDER
+
+
+# --- custom error replies ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[httpx.Client]:
+    with ThreadServer(custom_errors.catalog_app) as catalog:
+        with ThreadServer(custom_errors.build_gateway(catalog.url)) as gateway:
+            with httpx.Client(base_url=gateway.url, timeout=10) as client:
+                yield client
+
+
+def envelope(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error: dict[str, object] = response.json()["error"]
+    assert (error["status"], error["code"]) == (status, code)
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert error["docs"] == f"https://docs.example.com/errors#{code}"
+    return error
+
+
+def test_custom_errors_one_envelope(shop: httpx.Client) -> None:
+    assert envelope(shop.get("/nowhere"), 404, "no_route")["message"] == "There is nothing at /nowhere."
+    refused = shop.get("/api/v2/orders")
+    assert envelope(refused, 401, "unauthorized")["message"] == "A valid x-api-key header is required."
+    assert refused.headers["www-authenticate"] == 'ApiKey realm="shop"'
+    retired = envelope(shop.get("/api/v1/products/1"), 410, "request_terminated")
+    assert retired["message"] == "API v1 was retired; use /api/v2."
+    assert shop.get("/admin/maintenance").headers["allow"] == "POST"
+    envelope(shop.get("/admin/maintenance"), 405, "method_not_allowed")
+    assert shop.get("/api/v2/orders", headers={"x-api-key": "admin-key"}).json() == []
+
+
+def test_custom_errors_hide_upstream_failures(shop: httpx.Client) -> None:
+    replaced = shop.get("/api/v2/products/500")
+    error = envelope(replaced, 500, "upstream_error_response")
+    assert error["message"].startswith("Something went wrong on our side.")  # type: ignore[union-attr]
+    assert "hunter2" not in replaced.text and "Traceback" not in replaced.text
+    relayed = shop.get("/api/v2/products/9")  # the catalogue's 404 is the API's own answer: relayed
+    assert (relayed.status_code, relayed.json()) == (404, {"error": "no such product"})
+    assert shop.get("/api/v2/products/1").json() == {"id": 1, "name": "Green tea"}
+    legacy = shop.get("/mobile/v1/products/500")
+    assert (legacy.status_code, legacy.json()) == (500, {"ok": False, "err": "UPSTREAM_ERROR_RESPONSE"})
+
+
+def test_custom_errors_html_page_for_browsers(shop: httpx.Client) -> None:
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    page = shop.get("/nowhere<b>", headers={"accept": browser})
+    assert page.status_code == 404
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<title>404 Not Found - Example Shop</title>" in page.text
+    assert "There is nothing at /nowhere&lt;b&gt;." in page.text
+    assert f"request {page.headers['x-request-id']}" in page.text
+
+
+def test_custom_errors_maintenance_switch(shop: httpx.Client) -> None:
+    admin = {"x-api-key": "admin-key"}
+    assert shop.post("/admin/maintenance?on=1", headers=admin).json() == {"maintenance": True}
+    try:
+        down = shop.get("/api/v2/products/1")
+        error = envelope(down, 503, "request_terminated")
+        assert (error["retry_after"], down.headers["retry-after"]) == (600, "600")
+        assert error["message"] == "The shop is down for maintenance."
+        assert shop.get("/healthz").json() == {"ok": True}
+    finally:
+        assert shop.post("/admin/maintenance?on=0", headers=admin).json() == {"maintenance": False}
+    assert shop.get("/api/v2/products/1").status_code == 200
+
+
+def test_custom_errors_mock_reviews(shop: httpx.Client) -> None:
+    reviews = shop.get("/api/v2/reviews/1").json()
+    assert reviews == {"product": 1, "reviews": [{"stars": 5, "text": "Lovely."}]}
+    empty = shop.get("/api/v2/reviews/2", headers={"prefer": "example=empty"})
+    assert empty.json() == {"product": 2, "reviews": []}
+
+
+def test_custom_errors_script() -> None:
+    port = free_port()
+    with serve_process([PYTHON, str(EXAMPLES / "custom_errors.py")], port, env={"PORT": str(port)}, timeout=30):
+        base = f"http://127.0.0.1:{port}"
+        response = httpx.get(f"{base}/api/v2/products/500", timeout=10)
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "upstream_error_response"
+        assert httpx.get(f"{base}/api/v2/products/2", timeout=10).json() == {"id": 2, "name": "Black tea"}

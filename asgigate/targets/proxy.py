@@ -21,6 +21,7 @@ from ..errors import BadRequest, ConfigurationError, PayloadTooLarge, UpstreamTi
 from ..exchange import is_trusted
 from ..upstream import Upstream, as_timeout
 from .base import Target
+from .upstream_errors import UpstreamErrors
 
 if TYPE_CHECKING:
     from .._http1 import UpstreamResponse
@@ -103,6 +104,8 @@ class Proxy(Target):
       chunked bodies as soon as they cross the limit, the upstream request then being aborted unfinished).
     - `x_forwarded` / `forwarded`: add X-Forwarded-For/Proto/Host and RFC 7239 Forwarded. Incoming copies are
       kept and extended only when the peer is one of the gateway's trusted proxies.
+    - `upstream_errors`: an `UpstreamErrors` naming the upstream error statuses that the gateway replaces by its
+      own error reply (their bodies are discarded); by default every upstream response is relayed as it is.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class Proxy(Target):
         max_body_size: int | None = None,
         x_forwarded: bool = True,
         forwarded: bool = True,
+        upstream_errors: UpstreamErrors | None = None,
     ) -> None:
         if not isinstance(upstream, Upstream):
             raise ConfigurationError(f"Proxy needs an Upstream, got {upstream!r}.")
@@ -135,6 +139,9 @@ class Proxy(Target):
         self.max_body_size = max_body_size
         self.x_forwarded = x_forwarded
         self.forwarded = forwarded
+        if upstream_errors is not None and not isinstance(upstream_errors, UpstreamErrors):
+            raise ConfigurationError(f"Proxy upstream_errors= takes an UpstreamErrors, got {upstream_errors!r}.")
+        self.upstream_errors = upstream_errors
         self._template: PathTemplate | None = None
         self._gateway: Gateway | None = None
         self._host = upstream.authority.encode("latin-1")
@@ -224,6 +231,8 @@ class Proxy(Target):
         )
         try:
             exchange.upstream_ms = exchange.elapsed_ms()
+            if self.upstream_errors is not None:
+                await self.upstream_errors.check(response, self.upstream.name)  # raises to replace the reply
             start = {"type": "http.response.start", "status": response.status,
                      "headers": _response_headers(response.headers)}
             if response.complete:
