@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -34,22 +34,24 @@ _CANONICAL_PATH = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
 
 def normalize(raw_path: bytes) -> str:
     """Return the matching form of a raw request path, or raise InvalidPath."""
-    if (
-        raw_path[:1] == b"/"
-        and b"%" not in raw_path
-        and b"//" not in raw_path
-        and b"/." not in raw_path
-        and b"\\" not in raw_path
-        and b"\x00" not in raw_path
-    ):
-        try:
-            return raw_path.decode("ascii")
-        except UnicodeDecodeError:
-            pass
+    # The common case, checked on str (far cheaper than on bytes): nothing to decode, merge or resolve.
+    if raw_path.isascii():
+        path = raw_path.decode()
+        if (
+            path[:1] == "/"
+            and "%" not in path
+            and "//" not in path
+            and "/." not in path
+            and "\\" not in path
+            and "\x00" not in path
+            and "?" not in path
+        ):
+            return path
     return _normalize_slow(raw_path)
 
 
 def _normalize_slow(raw_path: bytes) -> str:
+    raw_path = raw_path.split(b"?", 1)[0]  # some servers leave the query in raw_path
     if raw_path[:1] != b"/":
         raise InvalidPath("The request path must start with '/'.")
     if _BAD_PERCENT.search(raw_path):
@@ -115,7 +117,7 @@ _PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_][a-zA-Z0-9_]*))?}")
 class PathTemplate:
     """`/users/{id:int}/files/{rest:path}`: literal text and typed parameters, compiled once."""
 
-    __slots__ = ("convert", "names", "regex", "static", "template")
+    __slots__ = ("catch_all", "converters", "names", "regex", "static", "template")
 
     def __init__(self, template: str) -> None:
         if not template.startswith("/"):
@@ -124,7 +126,7 @@ class PathTemplate:
         pattern = "^"
         cursor = 0
         self.names: list[str] = []
-        self.convert: dict[str, Callable[[str], Any]] = {}
+        self.converters: dict[str, Callable[[str], Any]] = {}
         for match in _PARAM.finditer(template):
             name, kind = match.group(1), match.group(2) or "str"
             if kind not in CONVERTORS:
@@ -132,14 +134,14 @@ class PathTemplate:
                     f"Unknown parameter type {kind!r} in route path {template!r}; "
                     f"known types: {', '.join(sorted(CONVERTORS))}."
                 )
-            if name in self.convert:
+            if name in self.converters:
                 raise ConfigurationError(f"Parameter {name!r} appears twice in route path {template!r}.")
             literal = template[cursor : match.start()]
             if "{" in literal or "}" in literal:
                 raise ConfigurationError(f"Malformed parameter in route path {template!r}.")
             pattern += re.escape(literal) + f"(?P<{name}>{CONVERTORS[kind][0]})"
             self.names.append(name)
-            self.convert[name] = CONVERTORS[kind][1]
+            self.converters[name] = CONVERTORS[kind][1]
             cursor = match.end()
         tail = template[cursor:]
         if "{" in tail or "}" in tail:
@@ -147,21 +149,27 @@ class PathTemplate:
         pattern += re.escape(tail) + "$"
         self.regex = re.compile(pattern, re.DOTALL)
         self.static = not self.names
+        # "/prefix/{rest:path}", the usual proxy route, needs no regex: a prefix test and a slice.
+        self.catch_all: tuple[str, str] | None = None
+        only = _PARAM.fullmatch(template[template.find("{"):]) if len(self.names) == 1 else None
+        if only is not None and only.group(2) == "path":
+            self.catch_all = (template[: template.find("{")], only.group(1))
 
-    def match(self, path: str) -> tuple[dict[str, Any], dict[str, str]] | None:
-        """Return (converted params, raw matching-form params), or None."""
+    def match(self, path: str) -> dict[str, str] | None:
+        """The parameters in matching form (see `convert`), or None. The regexes admit only convertible text."""
         if self.static:
-            return ({}, {}) if path == self.template else None
+            return {} if path == self.template else None
+        if self.catch_all is not None:
+            prefix, name = self.catch_all
+            return {name: path[len(prefix) :]} if path.startswith(prefix) else None
         m = self.regex.match(path)
-        if m is None:
-            return None
-        raw = m.groupdict()
-        try:
-            return {name: self.convert[name](value) for name, value in raw.items()}, raw
-        except ValueError:
-            return None
+        return None if m is None else m.groupdict()
 
-    def expand(self, raw_params: dict[str, str]) -> str:
+    def convert(self, raw: Mapping[str, str]) -> dict[str, Any]:
+        """Typed parameter values from matching-form ones (`%2F` given back as `/`)."""
+        return {name: self.converters[name](value) for name, value in raw.items()}
+
+    def expand(self, raw_params: Mapping[str, str]) -> str:
         """Fill the template from matching-form values (used for upstream path templates)."""
         out = []
         cursor = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers, QueryParams
@@ -24,52 +26,42 @@ class Exchange:
     and mounted apps can reach it too. Policies keep per-request data here, never on themselves.
     """
 
-    __slots__ = (
-        "_headers",
-        "_query",
-        "_request",
-        "_state",
-        "bytes_received",
-        "bytes_sent",
-        "client_ip",
-        "error",
-        "gateway",
-        "identity",
-        "params",
-        "path",
-        "raw_params",
-        "reason",
-        "request_id",
-        "route",
-        "scope",
-        "started_at",
-        "status",
-        "upstream",
-        "upstream_ms",
-    )
+    # Class-level defaults: a request only pays for the attributes that are actually set on it.
+    route: Route | None = None
+    path: str = ""  # normalized matching form, see asgigate._paths
+    raw_params: Mapping[str, str] = MappingProxyType({})  # matching form; `params` has the typed values
+    request_id: str = ""
+    identity: Any = None  # set by authentication policies
+    client_ip: str | None = None
+    status: int = 0  # 0 until the response has started
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    upstream: str | None = None
+    upstream_ms: float | None = None
+    reason: str | None = None  # machine-readable reason of a reply the gateway made itself
+    error: GatewayError | None = None
+    _headers: Headers | None = None
+    _query: QueryParams | None = None
+    _request: Request | None = None
+    _state: dict[str, Any] | None = None
+    _params: dict[str, Any] | None = None
 
     def __init__(self, scope: dict[str, Any], gateway: Gateway) -> None:
         self.scope = scope
         self.gateway = gateway
         self.started_at = time.perf_counter()
-        self.route: Route | None = None
-        self.path = ""  # normalized matching form, see asgigate._paths
-        self.params: dict[str, Any] = {}
-        self.raw_params: dict[str, str] = {}
-        self.request_id = ""
-        self.identity: Any = None  # set by authentication policies
-        self.client_ip: str | None = None
-        self.status = 0  # 0 until the response has started
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.upstream: str | None = None
-        self.upstream_ms: float | None = None
-        self.reason: str | None = None  # machine-readable reason of a reply the gateway made itself
-        self.error: GatewayError | None = None
-        self._headers: Headers | None = None
-        self._query: QueryParams | None = None
-        self._request: Request | None = None
-        self._state: dict[str, Any] | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The matched route's parameters, typed (`{id:int}` gives an int), converted on first use."""
+        if self._params is None:
+            route = self.route
+            self._params = route.template.convert(self.raw_params) if route is not None else {}
+        return self._params
+
+    @params.setter
+    def params(self, value: dict[str, Any]) -> None:
+        self._params = value
 
     @staticmethod
     def of(scope: dict[str, Any]) -> Exchange:

@@ -332,10 +332,6 @@ class Gateway:
         root = scope.get("root_path", "")
         if raw is None:
             raw = encode(scope["path"]).encode("latin-1")
-        else:
-            query = raw.find(b"?")  # some servers leave the query in raw_path
-            if query >= 0:
-                raw = raw[:query]
         if root:
             root_bytes = root.encode("latin-1")
             if raw.startswith(root_bytes):

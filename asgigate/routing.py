@@ -95,6 +95,7 @@ class Route:
         self._host_regex = _host_regex(host) if host else None
         self.headers = _compile_matchers("header", headers)
         self.query = _compile_matchers("query", query)
+        self.has_extra = bool(self._host_regex is not None or self.headers or self.query)
         self.policies: tuple[PolicyLike, ...] = tuple(policies)
         self.skip: frozenset[type] = frozenset(skip)
         self.name = name or path
@@ -213,21 +214,20 @@ class RouteTable:
 
     def match(self, exchange: Exchange) -> Route:
         path = exchange.path
-        method = exchange.method
+        method = exchange.scope.get("method", "GET")
         allowed: set[str] = set()
         for route in self.routes:
             matched = route.template.match(path)
             if matched is None:
                 continue
-            if (route._host_regex is not None or route.headers or route.query) and not route.matches_extra(
-                exchange
-            ):
+            if route.has_extra and not route.matches_extra(exchange):
                 continue
-            if route.methods is not None and method not in route.methods:
-                allowed |= route.methods
+            methods = route.methods
+            if methods is not None and method not in methods:
+                allowed |= methods
                 continue
             exchange.route = route
-            exchange.params, exchange.raw_params = matched
+            exchange.raw_params = matched
             return route
         if allowed:
             raise MethodNotAllowed(sorted(allowed))
