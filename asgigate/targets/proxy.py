@@ -51,7 +51,10 @@ HOP_BY_HOP = frozenset(
 # never carries two of each.
 RESPONSE_HIDDEN = HOP_BY_HOP | {b"date", b"server"}
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
-SMALL_BODY = 64 * 1024  # request bodies up to this size are read whole: one write upstream, and replayable
+SMALL_BODY = 64 * 1024
+# Connection header values that name no other header: nothing to strip beyond the hop-by-hop set.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b"te", b"keep-alive, te", b"te, keep-alive"})
+_METHODS: dict[str, bytes] = {}  # request bodies up to this size are read whole: one write upstream, and replayable
 
 
 class ClientDisconnected(Exception):
@@ -219,8 +222,14 @@ class Proxy(Target):
             body = _stream_body(exchange, receive, limit)
         exchange.upstream = self.upstream.name
         pool = self.upstream.pool
+        method = scope["method"]
+        method_bytes = _METHODS.get(method)
+        if method_bytes is None:
+            method_bytes = method.encode("latin-1")
+            if len(_METHODS) < 64:
+                _METHODS[method] = method_bytes
         response: UpstreamResponse = await pool.request(
-            scope["method"].encode("latin-1"),
+            method_bytes,
             self.upstream_target(exchange),
             headers,
             body,
@@ -289,7 +298,7 @@ class Proxy(Target):
                 pass
             else:
                 out.append((name, value))
-        if connection is not None:
+        if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
             named = {token.strip().lower() for token in connection.split(b",")}
             out = [(n, v) for n, v in out if n not in named]
         if chunked:
@@ -319,8 +328,31 @@ def _add_forwarding(
     forwarded: bool,
 ) -> None:
     scope = exchange.scope
-    peer = scope["client"][0] if scope.get("client") else None
-    scheme = scope.get("scheme", "http").encode("latin-1")
+    client = scope.get("client")
+    peer: str | None = client[0] if client else None
+    scheme: str = scope.get("scheme", "http")
+    key = (peer, scheme, host, x_forwarded, forwarded)
+    if not prior:
+        # Without trusted incoming values the headers depend only on these few inputs: build them once.
+        cached = _FORWARDING_CACHE.get(key)
+        if cached is None:
+            cached = _forwarding_headers(peer, scheme, host, {}, x_forwarded, forwarded)
+            if len(_FORWARDING_CACHE) >= 4096:
+                _FORWARDING_CACHE.clear()
+            _FORWARDING_CACHE[key] = cached
+        out.extend(cached)
+    else:
+        out.extend(_forwarding_headers(peer, scheme, host, prior, x_forwarded, forwarded))
+
+
+_FORWARDING_CACHE: dict[tuple[str | None, str, bytes, bool, bool], tuple[tuple[bytes, bytes], ...]] = {}
+
+
+def _forwarding_headers(
+    peer: str | None, scheme_text: str, host: bytes, prior: dict[bytes, bytes], x_forwarded: bool, forwarded: bool
+) -> tuple[tuple[bytes, bytes], ...]:
+    out: list[tuple[bytes, bytes]] = []
+    scheme = scheme_text.encode("latin-1")
     if x_forwarded:
         if peer:
             xff = prior.get(b"x-forwarded-for")
@@ -337,6 +369,7 @@ def _add_forwarding(
             element += b';host="' + host.replace(b"\\", b"").replace(b'"', b"") + b'"'
         previous = prior.get(b"forwarded")
         out.append((b"forwarded", previous + b", " + element if previous else element))
+    return tuple(out)
 
 
 def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -348,7 +381,7 @@ def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
                 connection = value
             continue
         out.append((name, value))
-    if connection is not None:
+    if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
         named = {token.strip().lower() for token in connection.split(b",")}
         out = [(n, v) for n, v in out if n not in named]
     return out
