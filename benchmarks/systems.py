@@ -1,0 +1,186 @@
+"""The systems compared in one run, and how each one is started, checked and pinned."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from config import (
+    APPS_DIR,
+    BOTH_CPUS,
+    DELAY_S,
+    ECHO_MODULE,
+    HOST,
+    LARGE_BODY,
+    LOAD_CPUS,
+    NGINX_DIR,
+    PYTHON,
+    REPO_DIR,
+    SMALL_BODY,
+    SUT_CPUS,
+    UPSTREAM_PORT,
+    WORK_DIR,
+)
+from procs import Proc, free_port, http_request, port_free, wait_http
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    key: str
+    title: str
+    kind: str  # "nginx-upstream" | "nginx-proxy" | "uvicorn"
+    port: int
+    app: str = ""  # module:attribute under benchmarks/apps, for kind "uvicorn"
+    workers: int = 1
+    cpus: str = SUT_CPUS
+    asgigate: bool = False  # skipped (with the reason) while asgigate does not import
+
+
+DIRECT = SystemSpec(
+    "nginx-direct",
+    "nginx upstream, direct (on the load core)",
+    "nginx-upstream",
+    UPSTREAM_PORT,
+    cpus=LOAD_CPUS,
+)
+NGINX_PROXY = SystemSpec("nginx-proxy", "nginx reverse proxy", "nginx-proxy", 8082)
+HELLO = SystemSpec("hello", "bare ASGI hello world (ceiling)", "uvicorn", 8090, app="hello:app")
+AIOHTTP_PROXY = SystemSpec(
+    "aiohttp-proxy", "hand-written ASGI proxy, aiohttp", "uvicorn", 8091, app="aiohttp_proxy:app"
+)
+ASGIPROXY = SystemSpec("asgiproxy", "asgiproxy (PyPI)", "uvicorn", 8092, app="asgiproxy_app:app")
+GATE_PLAIN = SystemSpec(
+    "asgigate-plain", "asgigate, plain proxy route", "uvicorn", 8093, app="asgigate_plain:app", asgigate=True
+)
+GATE_FULL = SystemSpec(
+    "asgigate-full", "asgigate, full edge stack", "uvicorn", 8094, app="asgigate_full:app", asgigate=True
+)
+
+SYSTEMS: list[SystemSpec] = [DIRECT, NGINX_PROXY, HELLO, AIOHTTP_PROXY, ASGIPROXY, GATE_PLAIN, GATE_FULL]
+
+# Worker scaling: everything (these servers, wrk, the upstream) may run on both cores.
+SCALING: list[SystemSpec] = [
+    SystemSpec("hello-1w", "bare ASGI hello world, 1 worker", "uvicorn", 8095, app="hello:app", cpus=BOTH_CPUS),
+    SystemSpec(
+        "hello-2w",
+        "bare ASGI hello world, 2 workers",
+        "uvicorn",
+        8096,
+        app="hello:app",
+        workers=2,
+        cpus=BOTH_CPUS,
+    ),
+    SystemSpec(
+        "asgigate-1w",
+        "asgigate plain, 1 worker",
+        "uvicorn",
+        8097,
+        app="asgigate_plain:app",
+        cpus=BOTH_CPUS,
+        asgigate=True,
+    ),
+    SystemSpec(
+        "asgigate-2w",
+        "asgigate plain, 2 workers",
+        "uvicorn",
+        8098,
+        app="asgigate_plain:app",
+        workers=2,
+        cpus=BOTH_CPUS,
+        asgigate=True,
+    ),
+]
+
+
+def _render_nginx(spec: SystemSpec, upstream_port: int) -> Path:
+    prefix = WORK_DIR / f"nginx-{spec.key}"
+    www = prefix / "www"
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    www.mkdir(parents=True, exist_ok=True)
+    template = "upstream.conf" if spec.kind == "nginx-upstream" else "proxy.conf"
+    values = {
+        "echo_module": str(ECHO_MODULE),
+        "user": "user root;" if os.geteuid() == 0 else "",
+        "prefix": str(prefix),
+        "www": str(www),
+        "port": str(spec.port),
+        "upstream_port": str(upstream_port),
+    }
+    text = (NGINX_DIR / template).read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    if spec.kind == "nginx-upstream":
+        (www / "1m").write_bytes(LARGE_BODY)
+    conf = prefix / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+def command(spec: SystemSpec, upstream_port: int) -> list[str]:
+    if spec.kind.startswith("nginx"):
+        conf = _render_nginx(spec, upstream_port)
+        return ["nginx", "-p", str(conf.parent), "-c", str(conf), "-e", str(conf.parent / "error.log")]
+    return [
+        PYTHON, "-m", "uvicorn", spec.app,
+        "--app-dir", str(APPS_DIR),
+        "--host", HOST, "--port", str(spec.port),
+        "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--log-level", "warning",
+        "--workers", str(spec.workers),
+    ]  # fmt: skip
+
+
+def environment(upstream_port: int = UPSTREAM_PORT) -> dict[str, str]:
+    env = dict(os.environ)
+    env["UPSTREAM_URL"] = f"http://{HOST}:{upstream_port}"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_DIR), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    for noisy in ("PYTHONDEVMODE", "PYTHONASYNCIODEBUG", "PYTHONTRACEMALLOC"):
+        env.pop(noisy, None)
+    return env
+
+
+def start(spec: SystemSpec, upstream_port: int) -> tuple[Proc, str | None]:
+    """Start a system and wait for it; returns the process and an error message (None when it is up)."""
+    log = WORK_DIR / "logs" / f"{spec.key}.log"
+    proc = Proc(spec.key, command(spec, upstream_port), spec.cpus, log, environment(upstream_port), cwd=REPO_DIR)
+    error = wait_http(proc, HOST, spec.port, "/small")
+    if error is None:
+        error = check(spec)
+        last = proc.tail(1).strip()
+        if error is not None and last:
+            error += f"; last log line: {last}"
+    return proc, error
+
+
+def check(spec: SystemSpec) -> str | None:
+    """Every workload's path answers correctly through this system (else it is skipped, with the reason)."""
+    try:
+        status, body, _ = http_request(HOST, spec.port, "/small")
+        if status != 200 or body != SMALL_BODY:
+            return f"/small answered {status} {body[:80]!r}"
+        status, body, _ = http_request(HOST, spec.port, "/1m")
+        if status != 200 or body != LARGE_BODY:
+            return f"/1m answered {status} with {len(body)} bytes (wanted {len(LARGE_BODY)} known bytes)"
+        status, body, _ = http_request(HOST, spec.port, "/upload", method="POST", body=LARGE_BODY)
+        if status != 200:
+            return f"POST /upload answered {status} {body[:80]!r}"
+        status, body, took = http_request(HOST, spec.port, "/delay")
+        if status != 200 or took < DELAY_S * 0.9:
+            return f"/delay answered {status} in {took * 1000:.1f} ms"
+    except OSError as exc:
+        return f"request failed: {exc!r}"
+    return None
+
+
+def with_free_ports(specs: list[SystemSpec]) -> list[SystemSpec]:
+    """The same systems, each on its preferred port if that is free, else on a free one the OS picks."""
+    taken: set[int] = set()
+    out = []
+    for spec in specs:
+        port = spec.port if spec.port not in taken and port_free(HOST, spec.port) else free_port(HOST)
+        taken.add(port)
+        out.append(replace(spec, port=port))
+    return out
