@@ -300,17 +300,21 @@ class Gateway:
         header = self.request_id_header_bytes
 
         async def edge_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.body":
+                exchange.bytes_sent += len(message.get("body", b""))
+            elif kind == "http.response.start":
                 exchange.status = message["status"]
                 if request_id:
-                    # Exactly one id goes back: the gateway's (an upstream may echo the one it was sent).
-                    message["headers"] = [
-                        *(item for item in message.get("headers", ()) if item[0] != header),
-                        (header, request_id),
-                    ]
-            elif message["type"] == "http.response.body":
-                exchange.bytes_sent += len(message.get("body", b""))
-            elif message["type"] == "websocket.close" and not exchange.status:
+                    headers = list(message.get("headers", ()))
+                    for name, _ in headers:
+                        if name == header:
+                            # Exactly one id goes back: the gateway's (an upstream may echo the one it was sent).
+                            headers = [item for item in headers if item[0] != header]
+                            break
+                    headers.append((header, request_id))
+                    message["headers"] = headers
+            elif kind == "websocket.close" and not exchange.status:
                 exchange.status = 403
             await send(message)
 
