@@ -20,7 +20,7 @@ from typing import Final
 
 from asgigate._http1.connection import Connection
 from asgigate.errors import (
-    BadRequest,
+    InvalidBody,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
@@ -500,8 +500,8 @@ async def _next_chunk(body: AsyncIterator[bytes]) -> bytes | None:
         return None
 
 
-def _length_mismatch(sent: int, declared: int, which: str) -> BadRequest:
-    return BadRequest(
+def _length_mismatch(sent: int, declared: int, which: str) -> InvalidBody:
+    return InvalidBody(
         "The request body does not match its Content-Length.",
         internal=f"client body has {which} bytes than declared: {sent} vs content-length {declared}",
     )

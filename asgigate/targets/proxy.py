@@ -17,7 +17,7 @@ import httpx
 
 from .._http1.pool import POOL_DEFAULT, _PoolDefault
 from .._paths import PathTemplate, encode
-from ..errors import BadRequest, ConfigurationError, PayloadTooLarge, UpstreamTimeout
+from ..errors import BadRequest, ConfigurationError, InvalidBody, PayloadTooLarge, UpstreamTimeout
 from ..exchange import is_trusted
 from ..upstream import Upstream, as_timeout
 from .base import Target
@@ -404,7 +404,7 @@ async def _read_small(receive: Receive, expected: int) -> bytes:
         if not message.get("more_body", False):
             break
     if received != expected:
-        raise BadRequest("The request body does not match its Content-Length.")
+        raise InvalidBody("The request body does not match its Content-Length.")
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
