@@ -1,5 +1,7 @@
 """asgigate: build your own edge API gateway or backend-for-frontend as ordinary Python code."""
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BadGateway,
     BadRequest,
@@ -29,7 +31,34 @@ from .errors import (
 )
 from .exchange import Exchange
 from .gateway import Gateway
+from .policies.auth import (
+    AnyAuth,
+    ApiKeyAuth,
+    Authenticator,
+    Authorize,
+    ClientCredentials,
+    Consumer,
+    ForwardAuth,
+    ForwardIdentity,
+    Identity,
+    IntrospectionAuth,
+    hash_api_key,
+)
 from .policies.faults import FaultInjection
+from .policies.ratelimit import (
+    ConcurrencyLimit,
+    Key,
+    Limit,
+    LimitUsage,
+    Plan,
+    RateLimit,
+    RateLimitStore,
+    by_client_ip,
+    by_client_network,
+    by_header,
+    by_route,
+    by_subject,
+)
 from .policies.terminate import Terminate
 from .policy import Policy, ResponseHead
 from .replies import ErrorReplies, Reply
@@ -42,14 +71,25 @@ from .targets.proxy import Proxy
 from .targets.upstream_errors import UpstreamErrors
 from .upstream import Upstream
 
+if TYPE_CHECKING:
+    from .policies.auth.jwt import BearerAuth
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnyAuth",
+    "ApiKeyAuth",
     "App",
+    "Authenticator",
+    "Authorize",
     "BadGateway",
     "BadRequest",
+    "BearerAuth",
+    "ClientCredentials",
     "ClientError",
+    "ConcurrencyLimit",
     "ConfigurationError",
+    "Consumer",
     "Direct",
     "ErrorReplies",
     "Exchange",
@@ -57,24 +97,34 @@ __all__ = [
     "FaultInjected",
     "FaultInjection",
     "Forbidden",
+    "ForwardAuth",
+    "ForwardIdentity",
     "Gateway",
     "GatewayError",
     "Group",
     "Handler",
+    "Identity",
     "InsufficientScope",
+    "IntrospectionAuth",
     "InvalidBody",
     "InvalidPath",
     "InvalidToken",
     "JSONResponse",
+    "Key",
+    "Limit",
+    "LimitUsage",
     "MethodNotAllowed",
     "Mock",
     "Mount",
     "NotFound",
     "PayloadTooLarge",
+    "Plan",
     "Policy",
     "ProblemResponse",
     "Proxy",
     "QuotaExceeded",
+    "RateLimit",
+    "RateLimitStore",
     "RateLimited",
     "Redirect",
     "Reply",
@@ -93,5 +143,19 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "__version__",
+    "by_client_ip",
+    "by_client_network",
+    "by_header",
+    "by_route",
+    "by_subject",
+    "hash_api_key",
     "problem_response",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BearerAuth":  # imported on first use: it needs the `auth` extra (joserfc)
+        from .policies import auth
+
+        return auth.BearerAuth
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,17 +8,18 @@ module is served by every ASGI server the docs name.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from examples import custom_errors, quickstart, versioning
+from examples import api_gateway_jwt, custom_errors, quickstart, ratelimits, versioning
 
 from servers import PYTHON, ROOT, ThreadServer, free_port, serve_process
 
 EXAMPLES = ROOT / "examples"
-TESTED = {"custom_errors.py", "quickstart.py", "versioning.py"}
+TESTED = {"api_gateway_jwt.py", "custom_errors.py", "quickstart.py", "ratelimits.py", "versioning.py"}
 
 
 def test_every_example_is_tested() -> None:
@@ -291,3 +292,99 @@ def test_custom_errors_script() -> None:
         assert response.status_code == 500
         assert response.json()["error"]["code"] == "upstream_error_response"
         assert httpx.get(f"{base}/api/v2/products/2", timeout=10).json() == {"id": 2, "name": "Black tea"}
+
+
+# --- API gateway with JWT ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jwt_api() -> Iterator[httpx.Client]:
+    with ThreadServer(api_gateway_jwt.orders_app) as orders:
+        with ThreadServer(api_gateway_jwt.build_gateway(orders.url)) as gateway:
+            with httpx.Client(base_url=gateway.url, timeout=10) as client:
+                yield client
+
+
+def test_api_gateway_jwt_refuses_without_credentials(jwt_api: httpx.Client) -> None:
+    response = jwt_api.get("/api/orders")
+    problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == 'Bearer, ApiKey header="x-api-key"'
+    response = jwt_api.get("/api/orders", headers={"authorization": "Bearer e30.e30.e30"})
+    problem(response, 401, "invalid_token")
+    assert jwt_api.get("/healthz").json() == {"ok": True}
+
+
+def test_api_gateway_jwt_tokens_scopes_and_roles(jwt_api: httpx.Client) -> None:
+    reader = {"authorization": "Bearer " + api_gateway_jwt.demo_token("alice", "orders:read")}
+    listing = jwt_api.get("/api/orders", headers={**reader, "x-user-id": "mallory"})
+    assert listing.status_code == 200, listing.text
+    assert listing.json()["caller"] == "alice"  # the gateway's header, not the client's
+    assert listing.json()["scopes"] == "orders:read"
+    problem(jwt_api.post("/api/orders", json={"total": 990}, headers=reader), 403, "insufficient_scope")
+    problem(jwt_api.get("/api/admin/stats", headers=reader), 403, "insufficient_scope")
+    writer = {"authorization": "Bearer " + api_gateway_jwt.demo_token("bob", "orders:write", roles=["admin"])}
+    created = jwt_api.post("/api/orders", json={"total": 990}, headers=writer)
+    assert created.status_code == 201, created.text
+    assert created.json()["owner"] == "bob"
+    assert jwt_api.get("/api/admin/stats", headers=writer).json()["caller"] == "bob"
+    expired = {"authorization": "Bearer " + api_gateway_jwt.demo_token("alice", "orders:read", ttl=-3600)}
+    problem(jwt_api.get("/api/orders", headers=expired), 401, "expired_token")
+
+
+def test_api_gateway_jwt_api_key(jwt_api: httpx.Client) -> None:
+    response = jwt_api.get("/api/orders", headers={"x-api-key": "rk_demo_4f1d9a7c2b8e6d3a"})
+    assert response.status_code == 200, response.text
+    assert (response.json()["consumer"], response.json()["caller"]) == ("reporting", "reporting")
+    problem(jwt_api.post("/api/orders", json={}, headers={"x-api-key": "rk_demo_4f1d9a7c2b8e6d3a"}), 403,
+            "insufficient_scope")
+    problem(jwt_api.get("/api/orders", headers={"x-api-key": "rk_guess"}), 401, "unauthorized")
+
+
+def test_api_gateway_jwt_script() -> None:
+    port = free_port()
+    with serve_process([PYTHON, str(EXAMPLES / "api_gateway_jwt.py")], port, env={"PORT": str(port)},
+                       timeout=30) as proc:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/healthz", timeout=10).json() == {"ok": True}
+        assert httpx.get(f"{base}/api/orders", timeout=10).status_code == 401
+    assert proc.stdout is not None
+    output = proc.stdout.read().decode()
+    token = output.split("Authorization: Bearer ", 1)[1].split("'", 1)[0]
+    assert token.count(".") == 2
+    assert f"curl -i {base}/api/orders -H 'x-api-key: rk_demo_4f1d9a7c2b8e6d3a'" in output
+
+
+# --- rate limits and plans -----------------------------------------------------------------------------------
+
+
+def test_ratelimits_plans_and_quotas() -> None:
+    with ThreadServer(ratelimits.catalog_app) as catalog, ThreadServer(ratelimits.build_gateway(catalog.url)) as gw:
+        with httpx.Client(base_url=gw.url, timeout=10) as client:
+            assert client.get("/healthz").status_code == 200
+            assert "ratelimit" not in client.get("/healthz").headers  # the route skips every RateLimit
+            problem(client.get("/api/products"), 401, "unauthorized")
+            free = {"x-api-key": "free-key"}
+            first = client.get("/api/products", headers=free)
+            assert first.status_code == 200
+            assert first.headers["ratelimit-policy"] == '"2-per-second";q=2;w=1, "5-per-day";q=5;w=86400'
+            statuses = [first.status_code]
+            for _ in range(5):
+                time.sleep(0.6)  # under the free rate of 2/second: the daily quota is what stops it
+                statuses.append(client.get("/api/products", headers=free).status_code)
+            assert statuses == [200] * 5 + [429]
+            time.sleep(0.6)
+            body = problem(client.get("/api/products", headers=free), 429, "quota_exceeded")
+            assert body["title"] == "Quota Exceeded"
+            pro = {"x-api-key": "pro-key"}
+            assert [client.get("/api/products", headers=pro).status_code for _ in range(12)].count(429) >= 1
+            time.sleep(1.1)  # the pro rate (10/second) is over; its quota is not
+            assert client.get("/api/products", headers=pro).status_code == 200
+
+
+def test_ratelimits_script() -> None:
+    port = free_port()
+    with serve_process([PYTHON, str(EXAMPLES / "ratelimits.py")], port, env={"PORT": str(port)}, timeout=30):
+        response = httpx.get(f"http://127.0.0.1:{port}/api/products", headers={"x-api-key": "pro-key"}, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["products"][0]["name"] == "Teapot"
+        assert response.headers["x-ratelimit-limit"] == "10"

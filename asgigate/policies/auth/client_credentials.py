@@ -1,0 +1,158 @@
+"""ClientCredentials: the gateway calls an upstream on its own behalf, with a token it obtains and caches.
+
+The token comes from the OAuth 2.0 client_credentials grant (RFC 6749 4.4) and is reused until shortly before it
+expires (`refresh_before`); one fetch serves all the requests that arrive meanwhile (single flight). The token
+replaces the request's `Authorization` header on its way to the upstream: it is the gateway that calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ...errors import ConfigurationError, UpstreamUnavailable
+from ...policy import Policy
+from ._scope import replace_headers
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+    from ...exchange import Exchange
+
+__all__ = ["ClientCredentials"]
+
+logger = logging.getLogger("asgigate.auth")
+
+
+class ClientCredentials(Policy):
+    """``ClientCredentials(issuer="https://idp.example.com", client_id="gateway", client_secret=..., scope="orders")``.
+
+    `token_url` is the token endpoint; without it, it is read from the issuer's discovery document.
+    `scope`, `resource` (RFC 8707) and `extra` form fields go with the request; `auth_method` is
+    ``"client_secret_basic"`` (default) or ``"client_secret_post"``. The token is sent as ``Bearer`` in `header`
+    (``authorization`` by default). When no token can be obtained, the request is refused with 503.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        token_url: str | None = None,
+        issuer: str | None = None,
+        scope: str | None = None,
+        resource: str | None = None,
+        extra: Mapping[str, str] | None = None,
+        auth_method: str = "client_secret_basic",
+        header: str = "authorization",
+        refresh_before: float = 30.0,
+        timeout: float | httpx.Timeout = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if token_url is None and issuer is None:
+            raise ConfigurationError("ClientCredentials needs the token_url, or the issuer to discover it from.")
+        if not client_id or not client_secret:
+            raise ConfigurationError("ClientCredentials needs the gateway's client_id and client_secret.")
+        if auth_method not in ("client_secret_basic", "client_secret_post"):
+            raise ConfigurationError("ClientCredentials auth_method is 'client_secret_basic' or 'client_secret_post'.")
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.token_url = token_url
+        self.issuer = issuer
+        self.scope = scope
+        self.resource = resource
+        self.extra = dict(extra or {})
+        self.auth_method = auth_method
+        self.header = header.lower()
+        self.refresh_before = refresh_before
+        self.timeout = timeout
+        self._clock = clock
+        # The shared token, not per-request state: every request reuses it until it is near expiry.
+        self._token: str | None = None
+        self._valid_until = float("-inf")
+        self._lock: asyncio.Lock | None = None
+
+    async def on_request(self, exchange: Exchange) -> Response | None:
+        token = await self.token()
+        replace_headers(exchange, [self.header.encode()], [(self.header.encode(), f"Bearer {token}".encode())])
+        return None
+
+    async def token(self) -> str:
+        """The current access token, fetched when there is none or it is about to expire."""
+        if self._token is not None and self._clock() < self._valid_until:
+            return self._token
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # single flight: the first caller fetches, the others reuse its token
+            if self._token is not None and self._clock() < self._valid_until:
+                return self._token
+            token, lifetime = await self._fetch()
+            self._token = token
+            self._valid_until = self._clock() + max(0.0, lifetime - self.refresh_before)
+            return token
+
+    async def _fetch(self) -> tuple[str, float]:
+        data = {"grant_type": "client_credentials", **self.extra}
+        if self.scope:
+            data["scope"] = self.scope
+        if self.resource:
+            data["resource"] = self.resource
+        if self.auth_method == "client_secret_post":
+            data.update(client_id=self.client_id, client_secret=self._client_secret)
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+                url = self.token_url or await self._discover(client)
+                headers = {"accept": "application/json"}
+                if self.auth_method == "client_secret_basic":
+                    auth = httpx.BasicAuth(self.client_id, self._client_secret)
+                    response = await client.post(url, data=data, auth=auth, headers=headers)
+                else:
+                    response = await client.post(url, data=data, headers=headers)
+                response.raise_for_status()
+                body = response.json()
+            token = body["access_token"]
+            if not isinstance(token, str) or not token or str(body.get("token_type", "")).lower() != "bearer":
+                raise ValueError("the token response has no bearer access_token")
+            expires_in = body.get("expires_in", 300)
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) else 300.0
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+            logger.warning("client_credentials token for %s failed: %s", self.client_id, error)
+            raise UpstreamUnavailable("The gateway could not authenticate to the service.",
+                                      stage="client_credentials", upstream=self.token_url or self.issuer) from None
+        return token, lifetime
+
+    async def _discover(self, client: httpx.AsyncClient) -> str:
+        assert self.issuer is not None
+        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        response = await client.get(url)
+        response.raise_for_status()
+        metadata = response.json()
+        endpoint = metadata.get("token_endpoint") if isinstance(metadata, Mapping) else None
+        if metadata.get("issuer") != self.issuer or not isinstance(endpoint, str):
+            raise ValueError(f"{url} names another issuer or no token_endpoint")
+        self.token_url = endpoint
+        return endpoint
+
+    def _config(self) -> tuple[Any, ...]:
+        return (self.client_id, self._client_secret, self.issuer, self.scope, self.resource,
+                tuple(sorted(self.extra.items())), self.auth_method, self.header)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClientCredentials) and self._config() == other._config()
+
+    def __hash__(self) -> int:
+        return hash(self._config())
+
+    def __repr__(self) -> str:
+        parts = [f"issuer={self.issuer!r}" if self.issuer else f"token_url={self.token_url!r}",
+                 f"client_id={self.client_id!r}"]
+        if self.scope:
+            parts.append(f"scope={self.scope!r}")
+        if self.resource:
+            parts.append(f"resource={self.resource!r}")
+        return f"ClientCredentials({', '.join(parts)})"

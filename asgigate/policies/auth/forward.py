@@ -1,0 +1,169 @@
+"""ForwardAuth: ask an external HTTP service whether to allow each request (like nginx `auth_request`).
+
+The service receives a GET with the chosen request headers and `X-Forwarded-Method/-Uri/-Host/-Proto/-For`.
+A 2xx answer allows the request, and the chosen headers of that answer are copied onto the upstream request
+(incoming copies removed first, so clients cannot forge them); 401 and 403 are passed on to the client (with
+the service's `WWW-Authenticate`); anything else, or no answer, refuses with 503: fail closed, unless
+`fail_open=True`. Decisions can be cached for `cache_ttl` seconds, keyed on the identity an earlier
+authenticator set (or the forwarded credentials), the method and the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ...errors import ConfigurationError, Forbidden, Unauthorized, UpstreamUnavailable
+from ...policy import Policy
+from ...upstream import Upstream
+from ._scope import replace_headers
+from .base import Authenticator, Identity
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+    from ...exchange import Exchange
+
+__all__ = ["ForwardAuth"]
+
+logger = logging.getLogger("asgigate.auth")
+TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+Decision = tuple[int, tuple[tuple[bytes, bytes], ...], str | None]
+
+
+class ForwardAuth(Policy):
+    """``ForwardAuth(self.authz, path="/verify", send=["authorization", "cookie"], copy=["x-user-id"])``.
+
+    `upstream` is the decision service (an `Upstream` you keep on the gateway, so its client is pooled and
+    closed at shutdown); `path` the URL path to call. `send` names the request headers it receives
+    (``authorization`` and ``cookie`` by default); `copy` the headers of its 2xx answer set on the upstream
+    request. `cache_ttl` (0: off) caches decisions; `fail_open` lets requests through when it cannot answer.
+    """
+
+    after = (Authenticator,)
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        path: str = "/",
+        send: Iterable[str] = ("authorization", "cookie"),
+        copy: Iterable[str] = (),
+        cache_ttl: float = 0.0,
+        cache_size: int = 10_000,
+        fail_open: bool = False,
+        timeout: float | httpx.Timeout | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(upstream, Upstream):
+            raise ConfigurationError(f"ForwardAuth needs an Upstream for the decision service, not {upstream!r}.")
+        if not path.startswith("/"):
+            raise ConfigurationError(f"ForwardAuth path {path!r} must start with '/'.")
+        self.upstream = upstream
+        self.path = path
+        self.send = tuple(name.lower() for name in send)
+        self.copy = tuple(name.lower() for name in copy)
+        for name in (*self.send, *self.copy):
+            if not TOKEN.match(name):
+                raise ConfigurationError(f"ForwardAuth header name {name!r} is not a valid header name.")
+        self.cache_ttl = cache_ttl
+        self.cache_size = cache_size
+        self.fail_open = fail_open
+        self.timeout = timeout
+        self._clock = clock
+        self._copy_bytes = [name.encode() for name in self.copy]
+        # Shared decision cache, not per-request state.
+        self._decisions: dict[bytes, tuple[Decision, float]] = {}
+
+    def _cache_key(self, exchange: Exchange, sent: dict[str, str]) -> bytes:
+        identity = exchange.identity
+        who = f"{identity.method}:{identity.subject}:{identity.client_id}" if isinstance(identity, Identity) \
+            else "\0".join(f"{k}={v}" for k, v in sorted(sent.items()))
+        raw = f"{who}\0{exchange.method}\0{exchange.scope.get('raw_path', b'').decode('latin-1')}"
+        return hashlib.sha256(raw.encode("utf-8", "replace")).digest()
+
+    async def on_request(self, exchange: Exchange) -> Response | None:
+        sent = {name: value for name in self.send if (value := exchange.headers.get(name)) is not None}
+        key = self._cache_key(exchange, sent) if self.cache_ttl > 0 else None
+        cached = self._decisions.get(key) if key is not None else None
+        if cached is not None and self._clock() < cached[1]:
+            decision = cached[0]
+        else:
+            decision = await self._ask(exchange, sent)
+            if key is not None and decision[0] in (200, 401, 403):
+                if len(self._decisions) >= self.cache_size:
+                    del self._decisions[next(iter(self._decisions))]
+                self._decisions[key] = (decision, self._clock() + self.cache_ttl)
+        status, copied, challenge = decision
+        if status == 200:
+            replace_headers(exchange, self._copy_bytes, copied)
+            return None
+        if status == 401:
+            raise Unauthorized("Authentication is required.", challenge=challenge)
+        if status == 403:
+            raise Forbidden("This request is not allowed.")
+        if self.fail_open:
+            replace_headers(exchange, self._copy_bytes)
+            return None
+        raise UpstreamUnavailable("The request could not be authorized.", stage="forward_auth",
+                                  upstream=self.upstream.name)
+
+    async def _ask(self, exchange: Exchange, sent: dict[str, str]) -> Decision:
+        raw_path = exchange.scope.get("raw_path") or exchange.scope.get("path", "/").encode()
+        query = exchange.scope.get("query_string", b"")
+        uri = raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+        headers = {
+            **sent,
+            "x-forwarded-method": exchange.method,
+            "x-forwarded-uri": uri,
+            "x-forwarded-host": exchange.headers.get("host", ""),
+            "x-forwarded-proto": exchange.scope.get("scheme", "http"),
+        }
+        if exchange.client_ip:
+            headers["x-forwarded-for"] = exchange.client_ip
+        if exchange.request_id:
+            headers["x-request-id"] = exchange.request_id
+        try:
+            if self.timeout is not None:
+                response = await self.upstream.client.get(self.path, headers=headers, timeout=self.timeout)
+            else:
+                response = await self.upstream.client.get(self.path, headers=headers)
+        except httpx.HTTPError as error:
+            logger.warning("forward auth at %s failed: %s", self.upstream.name, error)
+            return (503, (), None)
+        if 200 <= response.status_code < 300:
+            copied = tuple(
+                (name.encode(), value.encode("latin-1"))
+                for name in self.copy for value in response.headers.get_list(name)
+                if not any(c in value for c in "\r\n\0")
+            )
+            return (200, copied, None)
+        if response.status_code in (401, 403):
+            return (response.status_code, (), response.headers.get("www-authenticate"))
+        logger.warning("forward auth at %s answered %s", self.upstream.name, response.status_code)
+        return (503, (), None)
+
+    def _config(self) -> tuple[Any, ...]:
+        return (self.upstream, self.path, self.send, self.copy, self.cache_ttl, self.fail_open)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ForwardAuth) and self._config() == other._config()
+
+    def __hash__(self) -> int:
+        return hash((self.upstream.url, self.path, self.send, self.copy, self.cache_ttl, self.fail_open))
+
+    def __repr__(self) -> str:
+        parts = [f"{self.upstream.name}{self.path}"]
+        if self.copy:
+            parts.append(f"copy={list(self.copy)!r}")
+        if self.cache_ttl:
+            parts.append(f"cache_ttl={self.cache_ttl}")
+        if self.fail_open:
+            parts.append("fail_open=True")
+        return f"ForwardAuth({', '.join(parts)})"

@@ -1,0 +1,195 @@
+"""IntrospectionAuth: opaque access tokens checked with the issuer's introspection endpoint (RFC 7662).
+
+The gateway authenticates to the endpoint as its own client. Active tokens are cached (by their SHA-256, not
+the token itself) until the earlier of their `exp` and `cache_ttl`, so a revoked token is refused at the latest
+`cache_ttl` seconds later. When the endpoint cannot answer, requests are refused with 503 (fail closed): an
+unverifiable token is never let through, and a 401 would make clients throw away tokens that may be good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ...errors import ConfigurationError, InvalidToken, UpstreamUnavailable
+from .base import Authenticator, Identity, read_token, scopes_of, token_sources
+
+if TYPE_CHECKING:
+    from ...exchange import Exchange
+
+__all__ = ["IntrospectionAuth"]
+
+logger = logging.getLogger("asgigate.auth")
+
+
+class IntrospectionAuth(Authenticator):
+    """``IntrospectionAuth(issuer="https://idp.example.com", client_id="gateway", client_secret=...)``.
+
+    `endpoint` is the introspection URL; without it, it is read from the issuer's discovery document
+    (``introspection_endpoint``). The gateway authenticates with HTTP Basic (`auth_method="client_secret_basic"`)
+    or form fields (``"client_secret_post"``). `audience`, when given, must be in the response's `aud`;
+    `issuer`, when the response names one, must match. `token_from` is as for `BearerAuth`.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        endpoint: str | None = None,
+        issuer: str | None = None,
+        audience: str | Iterable[str] | None = None,
+        auth_method: str = "client_secret_basic",
+        token_from: str | Iterable[str] = "header",
+        optional: bool = False,
+        cache_ttl: float = 60.0,
+        cache_size: int = 10_000,
+        timeout: float | httpx.Timeout = 5.0,
+        max_token_bytes: int = 8192,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if endpoint is None and issuer is None:
+            raise ConfigurationError("IntrospectionAuth needs the endpoint, or the issuer to discover it from.")
+        if endpoint is not None and not endpoint.startswith(("https://", "http://")):
+            raise ConfigurationError(f"IntrospectionAuth endpoint {endpoint!r} is not an http(s) URL.")
+        if auth_method not in ("client_secret_basic", "client_secret_post"):
+            raise ConfigurationError("IntrospectionAuth auth_method is 'client_secret_basic' or 'client_secret_post'.")
+        if not client_id or not client_secret:
+            raise ConfigurationError("IntrospectionAuth needs the gateway's client_id and client_secret.")
+        self.endpoint = endpoint
+        self.issuer = issuer
+        self.audience = (audience,) if isinstance(audience, str) else tuple(audience) if audience else ()
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.auth_method = auth_method
+        self._sources = token_sources("IntrospectionAuth", token_from)
+        self.token_from = tuple(spec for spec, _, _ in self._sources)
+        self.optional = optional
+        self.cache_ttl = cache_ttl
+        self.cache_size = cache_size
+        self.timeout = timeout
+        self.max_token_bytes = max_token_bytes
+        self._clock = clock
+        # Shared caches, not per-request state.
+        self._discovered: str | None = endpoint
+        self._active: dict[bytes, tuple[Identity, float]] = {}
+
+    async def authenticate(self, exchange: Exchange) -> Identity | None:
+        token = read_token(exchange, self._sources)
+        if token is None:
+            return None
+        return await self.verify(token)
+
+    async def verify(self, token: str) -> Identity:
+        if not token or len(token) > self.max_token_bytes:
+            raise InvalidToken(internal="token empty or too large")
+        now = self._clock()
+        digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+        cached = self._active.get(digest)
+        if cached is not None:
+            if now < cached[1]:
+                return cached[0]
+            del self._active[digest]
+        answer = await self._introspect(token)
+        identity = self._identity(answer, now)
+        until = now + self.cache_ttl
+        if identity.expires_at is not None:
+            until = min(until, identity.expires_at)
+        if self.cache_size and self.cache_ttl > 0:
+            if len(self._active) >= self.cache_size:
+                del self._active[next(iter(self._active))]
+            self._active[digest] = (identity, until)
+        return identity
+
+    def _identity(self, answer: Mapping[str, Any], now: float) -> Identity:
+        if answer.get("active") is not True:
+            raise InvalidToken(internal="token not active")
+        token_type = answer.get("token_type")
+        if token_type is not None and str(token_type).lower() not in ("bearer", "access_token"):
+            raise InvalidToken(internal=f"token_type {token_type!r}")
+        if self.issuer is not None and answer.get("iss", self.issuer) != self.issuer:
+            raise InvalidToken(internal="wrong issuer")
+        if self.audience:
+            aud = answer.get("aud")
+            audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+            if not any(a in self.audience for a in audiences):
+                raise InvalidToken(internal="wrong audience")
+        exp = answer.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, int | float | None):
+            raise InvalidToken(internal="exp is not a number")
+        if exp is not None and now >= exp:
+            raise InvalidToken(internal="expired")
+        subject, client = answer.get("sub"), answer.get("client_id")
+        return Identity(
+            subject=subject if isinstance(subject, str) else None,
+            claims=MappingProxyType(dict(answer)),
+            scopes=scopes_of(answer),
+            client_id=client if isinstance(client, str) else None,
+            method="introspection",
+            expires_at=float(exp) if exp is not None else None,
+        )
+
+    async def _introspect(self, token: str) -> Mapping[str, Any]:
+        data = {"token": token, "token_type_hint": "access_token"}
+        auth: httpx.BasicAuth | None = None
+        if self.auth_method == "client_secret_basic":
+            auth = httpx.BasicAuth(self.client_id, self._client_secret)
+        else:
+            data.update(client_id=self.client_id, client_secret=self._client_secret)
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+                endpoint = self._discovered or await self._discover(client)
+                headers = {"accept": "application/json"}
+                if auth is not None:
+                    response = await client.post(endpoint, data=data, auth=auth, headers=headers)
+                else:
+                    response = await client.post(endpoint, data=data, headers=headers)
+                if response.status_code == 400:
+                    # The token is the only thing the client controls: a request refused as invalid (say,
+                    # `unsupported_token_type` for a JWT) means the token is not one this endpoint vouches for.
+                    raise InvalidToken(internal=f"introspection refused the token: {response.text[:200]}")
+                response.raise_for_status()
+                answer = response.json()
+        except (httpx.HTTPError, ValueError) as error:
+            logger.warning("token introspection at %s failed: %s", self.endpoint or self.issuer, error)
+            raise UpstreamUnavailable("The token could not be checked.", stage="introspection",
+                                      upstream=self.endpoint or self.issuer) from None
+        if not isinstance(answer, Mapping):
+            raise UpstreamUnavailable("The token could not be checked.", stage="introspection")
+        return answer
+
+    async def _discover(self, client: httpx.AsyncClient) -> str:
+        assert self.issuer is not None
+        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        response = await client.get(url)
+        response.raise_for_status()
+        metadata = response.json()
+        endpoint = metadata.get("introspection_endpoint") if isinstance(metadata, Mapping) else None
+        if metadata.get("issuer") != self.issuer or not isinstance(endpoint, str):
+            raise ValueError(f"{url} names another issuer or no introspection_endpoint")
+        self._discovered = endpoint
+        return endpoint
+
+    def _config(self) -> tuple[Any, ...]:
+        return (self.endpoint, self.issuer, self.audience, self.client_id, self._client_secret, self.auth_method,
+                self.token_from, self.optional, self.cache_ttl)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IntrospectionAuth) and self._config() == other._config()
+
+    def __hash__(self) -> int:
+        return hash(self._config())
+
+    def __repr__(self) -> str:
+        parts = [f"endpoint={self.endpoint!r}" if self.endpoint else f"issuer={self.issuer!r}",
+                 f"client_id={self.client_id!r}"]
+        if self.audience:
+            parts.append(f"audience={self.audience[0]!r}" if len(self.audience) == 1 else
+                         f"audience={list(self.audience)!r}")
+        return f"IntrospectionAuth({', '.join(parts)})"

@@ -1,0 +1,389 @@
+"""Rate limits, quotas and concurrency limits, on the `limits` library's async strategies and stores.
+
+A request's decision is one atomic store operation per limit (an INCR, or a script for the moving and sliding
+windows), so several gateway processes sharing one Redis never admit more than the limit. Limits are tried
+shortest window first; the first one that refuses stops the request (later ones do not count it).
+Rejections are `RateLimited` (429 ``rate_limited``) or, for a quota, `QuotaExceeded` (429 ``quota_exceeded``),
+rendered by the gateway's error renderer; every reply carries the ``RateLimit-Policy`` / ``RateLimit`` headers
+(IETF httpapi draft) and ``X-RateLimit-Limit/Remaining/Reset``, from the limit with the least left.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias
+
+from ..errors import ConfigurationError, Forbidden, GatewayError, QuotaExceeded, RateLimited, RequestTerminated
+from ..policy import Policy
+from ._ratelimit_concurrency import ConcurrencyLimit
+from ._ratelimit_keys import (
+    Key,
+    KeyLike,
+    as_key,
+    by_client_ip,
+    by_client_network,
+    by_header,
+    by_route,
+    by_subject,
+)
+from ._ratelimit_limits import STRATEGIES, Limit, LimitsLike, Plan, Strategy, as_limits, limiter, window_text
+from ._ratelimit_store import FixedWindowCounters, RateLimitStore
+
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage
+    from starlette.responses import Response
+
+    from ..exchange import Exchange
+    from ..policy import ResponseHead
+
+__all__ = [
+    "ConcurrencyLimit",
+    "Key",
+    "Limit",
+    "LimitUsage",
+    "Plan",
+    "RateLimit",
+    "RateLimitStore",
+    "by_client_ip",
+    "by_client_network",
+    "by_header",
+    "by_route",
+    "by_subject",
+]
+
+MissingKey: TypeAlias = Literal["shared", "allow"] | type[GatewayError]
+_HEADER_NAMES = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit", b"x-ratelimit-remaining",
+                           b"x-ratelimit-reset"})
+_STATE = "asgigate.ratelimit"  # exchange.state: the headers of the tightest limit seen on this request
+_names: collections.Counter[str] = collections.Counter()
+_default_store: list[RateLimitStore] = []  # one memory store for every RateLimit without its own, made on first use
+
+
+def _memory_store() -> RateLimitStore:
+    if not _default_store:
+        _default_store.append(RateLimitStore())
+    return _default_store[0]
+
+
+class LimitUsage(NamedTuple):
+    """What is left of one limit for one key: `remaining` requests until `reset` (a Unix time)."""
+
+    limit: Limit
+    remaining: int
+    reset: float
+
+
+class _Outcome(NamedTuple):
+    limit: Limit
+    allowed: bool
+    remaining: int
+    reset: float
+
+
+def _policy_header(limits: Sequence[Limit]) -> bytes:
+    return ", ".join(f'"{limit.name}";q={limit.amount};w={limit.window}' for limit in limits).encode()
+
+
+def _header_pairs(outcome: _Outcome, policy_header: bytes) -> list[tuple[bytes, bytes]]:
+    limit = outcome.limit
+    reset = max(0, math.ceil(outcome.reset - time.time()))
+    remaining = b"%d" % outcome.remaining
+    return [
+        (b"ratelimit-policy", policy_header),
+        (b"ratelimit", b'"%s";r=%s;t=%d' % (limit._name_bytes, remaining, reset)),
+        (b"x-ratelimit-limit", b"%d" % limit.amount),
+        (b"x-ratelimit-remaining", remaining),
+        (b"x-ratelimit-reset", b"%d" % reset),
+    ]
+
+
+async def _hit(
+    storage: Storage, limit: Limit, ids: str, cost: int, fast: FixedWindowCounters | None, resets: dict[str, float]
+) -> _Outcome:
+    if limit.strategy == "fixed-window":
+        key = limit._key_head + ids + limit._key_tail  # what limits' RateLimitItem.key_for() makes
+        now = time.time()
+        if fast is not None:
+            count, reset = fast.hit(key, limit.window, cost, now)
+        else:
+            count = await storage.incr(key, limit.window, amount=cost)  # INCR answers "how many" too
+            if count == cost:  # this request opened the window
+                reset = resets[key] = now + limit.window
+            else:
+                reset = resets.get(key, 0.0)
+                if reset <= now:  # a window another process opened: ask once when it ends
+                    reset = await storage.get_expiry(key)
+                    if len(resets) > 10_000:
+                        resets.clear()
+                    resets[key] = reset
+        return _Outcome(limit, count <= limit.amount, max(0, limit.amount - count), reset)
+    strategy = limiter(limit.strategy, storage)
+    item = limit._item
+    allowed = await strategy.hit(item, ids, cost=cost)
+    stats = await strategy.get_window_stats(item, ids)
+    return _Outcome(limit, allowed, stats.remaining, stats.reset_time)
+
+
+class RateLimit(Policy):
+    """``RateLimit("10/second; 1000/day", key=by_subject)``: count requests per key, refuse past the limits.
+
+    `limits`: a `limits` string (several separated by ``;``), a `Limit`, or a list; all must pass. Or `plans`
+    (name → `Plan`) with `plan`, a function of the exchange naming the consumer's plan (None → `default_plan`).
+    `key`: `by_client_ip` (default), `by_header(...)`, `by_subject`, `by_route`, any function of the exchange, or
+    a tuple of them. `missing_key`: requests whose key is None share one counter (``"shared"``), pass uncounted
+    (``"allow"``), or are refused with the given error class (``Unauthorized``).
+    `per_route`: separate counters per route (default: one counter per key wherever the policy is placed).
+    `name`: the counters' namespace; policies with the same name and store share counters. `store`: a
+    `RateLimitStore` or a URI (default: memory). `dry_run`: count and report, never refuse. `headers`: send the
+    rate limit headers. `cost`: how much one request counts.
+    """
+
+    def __init__(
+        self,
+        limits: LimitsLike | None = None,
+        *,
+        key: KeyLike = by_client_ip,
+        strategy: Strategy = "fixed-window",
+        plans: Mapping[str, Plan] | None = None,
+        plan: Callable[[Exchange], str | None] | None = None,
+        default_plan: str | None = None,
+        missing_key: MissingKey = "shared",
+        per_route: bool = False,
+        name: str | None = None,
+        store: RateLimitStore | str | None = None,
+        dry_run: bool = False,
+        headers: bool = True,
+        cost: int = 1,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ConfigurationError(f"rate limit strategy {strategy!r}: use one of {', '.join(STRATEGIES)}.")
+        if (limits is None) == (plans is None):
+            raise ConfigurationError("RateLimit needs either limits or plans (with plan=), not both.")
+        self._plans: dict[str | None, tuple[Limit, ...]] = {}
+        if plans is not None:
+            if plan is None or not callable(plan):
+                raise ConfigurationError("RateLimit(plans=...) needs plan=, a function of the exchange naming a plan.")
+            for plan_name, value in plans.items():
+                if not isinstance(value, Plan):
+                    raise ConfigurationError(f"plan {plan_name!r} is {value!r}, not a Plan.")
+                self._plans[plan_name] = value.limits
+            if default_plan is not None and default_plan not in plans:
+                raise ConfigurationError(f"default_plan {default_plan!r} is not one of {sorted(plans)}.")
+        else:
+            assert limits is not None
+            self._plans[None] = as_limits(limits, strategy)
+        if not (missing_key in ("shared", "allow")
+                or (isinstance(missing_key, type) and issubclass(missing_key, GatewayError))):
+            raise ConfigurationError(f"missing_key={missing_key!r}: use 'shared', 'allow' or an error class.")
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise ConfigurationError(f"RateLimit cost={cost!r} must be a positive integer.")
+        self.limits = self._plans.get(None, ())
+        self.plans = MappingProxyType(dict(plans or {}))
+        self.plan = plan
+        self.default_plan = default_plan
+        self.key: Key = as_key(key)
+        self.missing_key = missing_key
+        self.per_route = per_route
+        self.store = store if isinstance(store, RateLimitStore) else (
+            RateLimitStore(store) if store is not None else _memory_store())
+        self.dry_run = dry_run
+        self.headers = headers
+        self.cost = cost
+        if name is None:
+            base = f"{self.key.name}:{','.join(f'{lim.amount}/{lim.window}' for lim in self.limits) or 'plans'}"
+            _names[base] += 1
+            name = f"{base}#{_names[base]}"  # the same code makes the same names in every process
+        self.name = name
+        self._policy_headers = {plan_name: _policy_header(lims) for plan_name, lims in self._plans.items()}
+        self.counts: collections.Counter[str] = collections.Counter()  # admitted / rejected / dry_run_rejected
+        self._fixed_only = {plan_name: all(limit.strategy == "fixed-window" for limit in lims)
+                            for plan_name, lims in self._plans.items()}
+        self._key_function = self.key.function
+        self._simple_ids = f"{self.name}/" if not per_route and plan is None else ""  # ids = this + key value
+        self._resets: dict[str, float] = {}  # window ends of remote fixed windows, so INCR is the only call
+
+    # --- the request ----------------------------------------------------------------------------------------
+
+    def _limits_for(self, exchange: Exchange) -> tuple[str | None, tuple[Limit, ...]]:
+        if self.plan is None:
+            return None, self.limits
+        chosen = self.plan(exchange) or self.default_plan
+        limits = self._plans.get(chosen)
+        if limits is None:
+            raise Forbidden("No usage plan covers this request.", internal=f"plan {chosen!r} is not declared")
+        return chosen, limits
+
+    def _ids(self, value: str, route: str | None, plan: str | None) -> str:
+        """The counters' identifiers, joined: policy name [/ route] [/ plan] / key value."""
+        parts = [self.name]
+        if self.per_route and route is not None:
+            parts.append(route)
+        if plan is not None:
+            parts.append(plan)
+        parts.append(value)
+        return "/".join(parts)
+
+    async def on_request(self, exchange: Exchange) -> Response | None:
+        value = self._key_function(exchange)
+        if value is None:
+            if self.missing_key == "allow":
+                return None
+            if self.missing_key != "shared":
+                raise self.missing_key(f"This request carries no {self.key.name.removeprefix('by_')} to count it by.")
+            value = "-"
+        if self.plan is None:
+            plan_name, limits = None, self.limits
+        else:
+            plan_name, limits = self._limits_for(exchange)
+        if self._simple_ids:
+            ids = self._simple_ids + value
+        else:
+            route = exchange.route
+            ids = self._ids(value, route.name if route is not None else None, plan_name)
+        cost = self.cost
+        stop_on_refusal = not self.dry_run
+        store = self.store
+        fast = store.counters
+        if fast is not None and self._fixed_only[plan_name]:  # memory, fixed windows: no await at all
+            outcomes = []
+            now = time.time()
+            for limit in limits:
+                count, reset = fast.hit(limit._key_head + ids + limit._key_tail, limit.window, cost, now)
+                outcomes.append(_Outcome(limit, count <= limit.amount, max(0, limit.amount - count), reset))
+                if count > limit.amount and stop_on_refusal and not limit.dry_run:
+                    break
+        else:
+            resets = self._resets
+
+            async def decide(storage: Storage) -> list[_Outcome]:
+                found = []
+                for limit in limits:
+                    outcome = await _hit(storage, limit, ids, cost, fast, resets)
+                    found.append(outcome)
+                    if not outcome.allowed and stop_on_refusal and not limit.dry_run:
+                        break
+                return found
+
+            result, _ = await store.call(decide)
+            if result is None:  # the store is unavailable
+                if store.on_failure == "open":
+                    return None
+                if store.on_failure == "closed":
+                    raise RequestTerminated("Rate limiting is unavailable; try again shortly.", status=503,
+                                            reason="ratelimit_store_unavailable", headers={"retry-after": "1"})
+                result = await decide(store.fallback())
+            outcomes = result
+        refused = None
+        tightest = outcomes[0]
+        for outcome in outcomes:
+            if not outcome.allowed and refused is None:
+                refused = outcome
+            if outcome.remaining < tightest.remaining:
+                tightest = outcome
+        if refused is None:
+            self.counts["admitted"] += 1
+        elif refused.limit.dry_run or self.dry_run:
+            self.counts["dry_run_rejected"] += 1
+            exchange.state["ratelimit.dry_run_rejected"] = refused.limit.name
+        else:
+            self.counts["rejected"] += 1
+            retry_after = max(1, math.ceil(refused.reset - time.time()))
+            headers = None
+            if self.headers:
+                headers = {k.decode(): v.decode() for k, v in _header_pairs(refused, self._policy_headers[plan_name])}
+            detail = (f"The quota of {refused.limit.amount} requests per {window_text(refused.limit.window)} "
+                      "is used up." if refused.limit.quota else "Too many requests; slow down.")
+            raise (QuotaExceeded if refused.limit.quota else RateLimited)(
+                detail, retry_after=retry_after, headers=headers)
+        if self.headers:
+            state = exchange.state
+            seen = state.get(_STATE)
+            if seen is None or tightest.remaining < seen[0].remaining:
+                state[_STATE] = (tightest, self._policy_headers[plan_name])
+        return None
+
+    async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
+        state = exchange._state  # no state dict: no RateLimit has anything to add
+        if state is None:
+            return
+        seen = state.pop(_STATE, None)  # the outermost RateLimit on the chain adds the headers, once
+        if seen is None:
+            return
+        pairs = _header_pairs(*seen)
+        raw = head.message.get("headers")
+        if not isinstance(raw, list):
+            raw = head.message["headers"] = list(raw or [])
+        if exchange.error is None and not any(name in _HEADER_NAMES for name, _ in raw):
+            raw.extend(pairs)  # the common case: nothing to keep, append to the raw headers
+            return
+        # an error reply carries the refusing limit's headers; an upstream may send its own: both are kept
+        response_headers = head.headers
+        for name, value in pairs:
+            if name.decode() not in response_headers:
+                response_headers[name.decode()] = value.decode()
+
+    # --- inspect and reset, for admin endpoints and tests ---------------------------------------------------
+
+    def _admin(self, value: str, route: str | None, plan: str | None) -> tuple[str, tuple[Limit, ...]]:
+        if self.plan is None:
+            return self._ids(value, route, None), self.limits
+        plan = plan or self.default_plan
+        if plan not in self._plans:
+            raise ValueError(f"unknown plan {plan!r}")
+        return self._ids(value, route, plan), self._plans[plan]
+
+    async def usage(self, value: str, *, route: str | None = None, plan: str | None = None) -> list[LimitUsage]:
+        """What is left of each limit for one key value (``await limit.usage("203.0.113.7")``)."""
+        ids, limits = self._admin(value, route, plan)
+        counters = self.store.counters
+
+        async def read(storage: Storage) -> list[LimitUsage]:
+            found = []
+            for limit in limits:
+                if counters is not None and limit.strategy == "fixed-window":
+                    count, reset = counters.get(limit._key_head + ids + limit._key_tail, time.time())
+                    found.append(LimitUsage(limit, max(0, limit.amount - count), reset))
+                    continue
+                stats = await limiter(limit.strategy, storage).get_window_stats(limit._item, ids)
+                found.append(LimitUsage(limit, stats.remaining, stats.reset_time))
+            return found
+
+        result, _ = await self.store.call(read)
+        return result if result is not None else await read(self.store.fallback())
+
+    async def reset(self, value: str, *, route: str | None = None, plan: str | None = None) -> None:
+        """Forget the counters of one key value, as if it had made no request."""
+        ids, limits = self._admin(value, route, plan)
+        counters = self.store.counters
+
+        async def clear(storage: Storage) -> None:
+            for limit in limits:
+                if counters is not None and limit.strategy == "fixed-window":
+                    counters.clear(limit._key_head + ids + limit._key_tail)
+                else:
+                    await limiter(limit.strategy, storage).clear(limit._item, ids)
+
+        await self.store.call(clear)
+        await clear(self.store.fallback())
+
+    def __repr__(self) -> str:
+        if self.plan is not None:
+            parts = [f"plans={dict(self.plans)!r}"]
+        else:
+            parts = ["; ".join(f"{lim.amount}/{window_text(lim.window)}" for lim in self.limits)]
+            parts[0] = repr(parts[0]) if all(lim.strategy == "fixed-window" and not lim.quota and not lim.dry_run
+                                             for lim in self.limits) else repr(list(self.limits))
+        parts.append(f"key={self.key!r}")
+        if self.per_route:
+            parts.append("per_route=True")
+        if self.store.remote:
+            parts.append(f"store={self.store!r}")
+        if self.dry_run:
+            parts.append("dry_run=True")
+        if self.missing_key != "shared":
+            parts.append(f"missing_key={getattr(self.missing_key, '__name__', self.missing_key)!r}")
+        return f"RateLimit({', '.join(parts)})"

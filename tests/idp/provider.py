@@ -1,0 +1,75 @@
+"""Start the real OpenID provider of tests/idp/server.mjs (node's oidc-provider) on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from servers import free_port, wait_port
+
+IDP_DIR = Path(__file__).resolve().parent
+
+
+def ensure_node_modules() -> None:
+    """`npm install` the provider's packages on first use (./dev test does the same before the suite runs)."""
+    if (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise RuntimeError("node and npm are needed for the OpenID provider tests (Debian: nodejs npm); "
+                           "./dev test installs them")
+    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=IDP_DIR, check=True,
+                   timeout=600)
+
+
+@dataclass
+class OpenIDProvider:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def token(self, client: str = "orders-client", *, scope: str = "orders:read",
+              resource: str = "urn:asgigate:rs") -> str:
+        """A JWT access token from the client_credentials grant ('orders-client' has the secret 'orders-secret')."""
+        secret = client.removesuffix("-client") + "-secret"
+        response = httpx.post(f"{self.url}/token", timeout=10, data={
+            "grant_type": "client_credentials", "client_id": client, "client_secret": secret,
+            "scope": scope, "resource": resource,
+        })
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        assert body["token_type"] == "Bearer"
+        token: str = body["access_token"]
+        return token
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def openid_provider(token_ttl: int = 300) -> Iterator[OpenIDProvider]:
+    ensure_node_modules()
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "TOKEN_TTL": str(token_ttl)}
+    process = subprocess.Popen(["node", "server.mjs"], cwd=IDP_DIR, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    provider = OpenIDProvider(f"http://127.0.0.1:{port}", process)
+    try:
+        wait_port(port, timeout=30, proc=process)
+        yield provider
+    finally:
+        provider.stop()
