@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
+from .accesslog import AccessLog
 from .errors import (
     BadGateway,
     BadRequest,
@@ -69,6 +70,7 @@ from .targets.direct import Direct, Redirect
 from .targets.mock import Mock
 from .targets.proxy import Proxy
 from .targets.upstream_errors import UpstreamErrors
+from .testing import BackgroundServer, serve_in_thread
 from .upstream import Upstream
 
 if TYPE_CHECKING:
@@ -77,11 +79,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessLog",
     "AnyAuth",
     "ApiKeyAuth",
     "App",
     "Authenticator",
     "Authorize",
+    "BackgroundServer",
     "BadGateway",
     "BadRequest",
     "BearerAuth",
@@ -150,6 +154,7 @@ __all__ = [
     "by_subject",
     "hash_api_key",
     "problem_response",
+    "serve_in_thread",
 ]
 
 

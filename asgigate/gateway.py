@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from ._default_reply import default_reply
 from ._paths import encode, normalize
+from .accesslog import AccessLog
 from .errors import ConfigurationError, GatewayError, UpstreamError
 from .exchange import SCOPE_KEY, Exchange, is_trusted
 from .pipeline import PolicyLike, chain_for, check_order, compile_chain, format_chain
@@ -85,7 +86,8 @@ class Gateway:
     Keyword options:
     - `request_id`: give every request an id, passed upstream and returned in `request_id_header`.
     - `trust_request_id`: keep a well-formed incoming id; by default only from trusted proxies.
-    - `access_log`: one JSON line per request on the "asgigate.access" logger.
+    - `access_log`: one JSON line per request on the "asgigate.access" logger, or into an `AccessLog`
+      (buffered, much cheaper per line).
     - `trusted_proxies`: addresses/networks whose X-Forwarded-* / Forwarded headers are believed.
     - `max_body_size`: default request body limit for proxied routes (None: no limit, bodies stream).
     - `debug`: error replies for unexpected exceptions include the traceback. Never in production.
@@ -99,7 +101,7 @@ class Gateway:
         request_id: bool = True,
         request_id_header: str = "x-request-id",
         trust_request_id: bool | None = None,
-        access_log: bool = True,
+        access_log: bool | AccessLog = True,
         trusted_proxies: Sequence[str] = (),
         max_body_size: int | None = None,
         debug: bool = False,
@@ -109,7 +111,9 @@ class Gateway:
         self.request_id_header = request_id_header.lower()
         self.request_id_header_bytes = self.request_id_header.encode("latin-1") if request_id else b""
         self.trust_request_id = trust_request_id
-        self.access_log = access_log
+        self.access_log = bool(access_log)
+        # None: lines go through `logging` ("asgigate.access"); an AccessLog: buffered, far cheaper per line.
+        self.access_log_sink = access_log if isinstance(access_log, AccessLog) else None
         try:
             self.trusted_networks = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         except ValueError as exc:
@@ -254,6 +258,8 @@ class Gateway:
         finally:
             for upstream in self._upstreams:
                 await upstream.aclose()
+            if self.access_log_sink is not None:
+                self.access_log_sink.flush()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -415,7 +421,8 @@ class Gateway:
             logger.error("error after the response started [request_id=%s]", exchange.request_id, exc_info=exc)
 
     def _log_access(self, exchange: Exchange) -> None:
-        if not access_logger.isEnabledFor(logging.INFO):
+        sink = self.access_log_sink
+        if sink is None and not access_logger.isEnabledFor(logging.INFO):
             return
         scope = exchange.scope
         record: dict[str, Any] = {
@@ -434,7 +441,10 @@ class Gateway:
         }
         if exchange.reason:
             record["reason"] = exchange.reason
-        access_logger.info(orjson.dumps(record).decode())
+        if sink is not None:
+            sink.write(orjson.dumps(record))
+        else:
+            access_logger.info(orjson.dumps(record).decode())
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} gateway>"

@@ -11,10 +11,7 @@ only the gateway can set it.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -42,6 +39,7 @@ from asgigate import (
     Route,
     Upstream,
 )
+from asgigate.testing import serve_in_thread
 
 DEMO_ISSUER = "https://login.example.com"
 DEMO_AUDIENCE = "orders-api"
@@ -133,24 +131,9 @@ orders_app = Starlette(routes=[
 ])
 
 
-def start_in_thread(asgi_app: object) -> str:
-    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a daemon thread; return its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi_app, log_level="warning", lifespan="off"))
-    threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the sample upstream did not start")
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{port}"
-
-
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
-    gateway = build_gateway(start_in_thread(orders_app))
+    gateway = build_gateway(serve_in_thread(orders_app))
     base = f"http://127.0.0.1:{port}"
     print(f"gateway on {base}; try:", flush=True)
     lines = [f"curl -i {base}/api/orders                  # 401: no credentials"]

@@ -11,11 +11,7 @@ until its backend exists. A sample "catalog" service starts first, on a free loc
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import threading
-import time
 from collections.abc import Sequence
 
 import uvicorn
@@ -43,6 +39,7 @@ from asgigate import (
     UpstreamError,
     UpstreamErrors,
 )
+from asgigate.testing import serve_in_thread
 
 # --8<-- [start:errors]
 # The one JSON shape of every error the gateway sends. A string that is exactly one placeholder keeps the
@@ -174,24 +171,9 @@ async def product(request: Request) -> Response:
 catalog_app = Starlette(routes=[StarletteRoute("/products/{id:int}", product)])
 
 
-def start_in_thread(asgi_app: object) -> str:
-    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a daemon thread; return its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi_app, log_level="warning", lifespan="off"))
-    threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the sample catalogue did not start")
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{port}"
-
-
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
-    gateway = build_gateway(start_in_thread(catalog_app))
+    gateway = build_gateway(serve_in_thread(catalog_app))
     base = f"http://127.0.0.1:{port}"
     print(f"gateway on {base}; try:", flush=True)
     for line in (

@@ -11,13 +11,9 @@ then the gateway is served with uvicorn. To run the gateway alone against your o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import socket
 import sys
-import threading
-import time
 from collections.abc import Sequence
 
 import uvicorn
@@ -39,6 +35,7 @@ from asgigate import (
     Unauthorized,
     Upstream,
 )
+from asgigate.testing import serve_in_thread
 
 # --- the gateway ------------------------------------------------------------------------------------------
 
@@ -134,24 +131,9 @@ users_app = Starlette(
 )
 
 
-def start_in_thread(asgi_app: object) -> str:
-    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a daemon thread; return its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi_app, log_level="warning", lifespan="off"))
-    threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the sample upstream did not start")
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{port}"
-
-
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
-    users_url = start_in_thread(users_app)
+    users_url = serve_in_thread(users_app)
     gateway = build_gateway(users_url)
     # One JSON line per request on the "asgigate.access" logger.
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", stream=sys.stdout)

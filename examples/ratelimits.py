@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 from collections.abc import Sequence
 
 import uvicorn
@@ -42,6 +39,7 @@ from asgigate import (
     by_client_ip,
     by_subject,
 )
+from asgigate.testing import serve_in_thread
 
 # API key → (consumer, plan). Stands in for a consumer database or an authentication policy.
 CONSUMERS = {"free-key": ("ada", "free"), "pro-key": ("grace", "pro")}
@@ -124,24 +122,9 @@ async def report(request: Request) -> JSONResponse:
 catalog_app = Starlette(routes=[StarletteRoute("/products", products), StarletteRoute("/reports/{name}", report)])
 
 
-def start_in_thread(asgi_app: object) -> str:
-    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a daemon thread; return its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi_app, log_level="warning", lifespan="off"))
-    threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the sample catalog did not start")
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{port}"
-
-
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
-    gateway = build_gateway(start_in_thread(catalog_app), os.environ.get("REDIS_URL"))
+    gateway = build_gateway(serve_in_thread(catalog_app), os.environ.get("REDIS_URL"))
     base = f"http://127.0.0.1:{port}"
     print(f"gateway on {base}; try:", flush=True)
     for line in (

@@ -10,11 +10,7 @@ default ones.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import threading
-import time
 from collections.abc import Sequence
 
 import uvicorn
@@ -24,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
 from asgigate import BadRequest, Exchange, Gateway, Group, Proxy, Route, Upstream
+from asgigate.testing import serve_in_thread
 
 
 async def unsupported_version(exchange: Exchange) -> Response:
@@ -102,24 +99,9 @@ def orders_service(version: int) -> Starlette:
     )
 
 
-def start_in_thread(asgi_app: object) -> str:
-    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a daemon thread; return its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi_app, log_level="warning", lifespan="off"))
-    threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("a sample upstream did not start")
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{port}"
-
-
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
-    gateway = build_gateway(start_in_thread(orders_service(1)), start_in_thread(orders_service(2)))
+    gateway = build_gateway(serve_in_thread(orders_service(1)), serve_in_thread(orders_service(2)))
     base = f"http://127.0.0.1:{port}"
     print(f"gateway on {base}; try:", flush=True)
     for line in (

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from asgigate import Direct, Gateway, Proxy, Route, Upstream
+from asgigate import AccessLog, Direct, Gateway, Proxy, Route, Upstream
 
 from servers import ThreadServer, free_port
 
@@ -103,3 +105,48 @@ def test_access_log_off_logs_nothing(access_log: Records) -> None:
         assert httpx.get(f"{server.url}/nope").status_code == 404
         time.sleep(0.1)
     assert access_log.lines == []
+
+
+def test_buffered_access_log_writes_the_same_lines(tmp_path: Path, upstream: ThreadServer) -> None:
+    path = tmp_path / "access.log"
+    sink = AccessLog(path, flush_interval=0.05)
+
+    class Buffered(LoggedGateway):
+        def __init__(self, url: str) -> None:
+            super().__init__(url)
+            self.access_log_sink = sink
+
+    with ThreadServer(Buffered(upstream.url)) as server:
+        ok = httpx.get(f"{server.url}/ok")
+        missing = httpx.get(f"{server.url}/missing")
+        deadline = time.monotonic() + 3
+        while path.read_bytes().count(b"\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Flushed by the timer, long before the buffer is full.
+        lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+        assert [line["status"] for line in lines] == [200, 404]
+        assert lines[0]["request_id"] == ok.headers["x-request-id"]
+        assert lines[1]["reason"] == "no_route" and lines[1]["request_id"] == missing.headers["x-request-id"]
+        sink.flush_interval = 3600.0  # from now on only a full buffer or shutdown writes
+        for _ in range(5):
+            httpx.get(f"{server.url}/ok")
+        time.sleep(0.1)
+        assert path.read_bytes().count(b"\n") == 2
+    # Lifespan shutdown flushed what was left.
+    assert path.read_bytes().count(b"\n") == 7
+
+
+def test_buffered_access_log_flushes_when_full(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    sink = AccessLog(str(path), buffer_size=100, flush_interval=3600)
+
+    async def main() -> None:
+        sink.write(b'{"a":1}')
+        assert path.read_bytes() == b""  # below the buffer size, and the timer is an hour away
+        sink.write(b"x" * 120)
+        assert path.read_bytes().splitlines() == [b'{"a":1}', b"x" * 120]
+
+    asyncio.run(main())
+    sink.write(b'{"outside":"a loop"}')  # no loop to flush it later: written at once
+    assert path.read_bytes().splitlines()[-1] == b'{"outside":"a loop"}'
+    assert "AccessLog(" in repr(sink)

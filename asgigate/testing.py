@@ -1,0 +1,74 @@
+"""Helpers for testing a gateway through the front door: serve it, or a sample upstream, on a free local port.
+
+    with BackgroundServer(MyGateway(...)) as server:      # real uvicorn, in a thread, on 127.0.0.1
+        httpx.get(server.url + "/healthz")
+
+Needs uvicorn (the `server` or `dev` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import Any
+
+__all__ = ["BackgroundServer", "serve_in_thread"]
+
+
+class BackgroundServer:
+    """An ASGI app under uvicorn in a daemon thread, on a free port unless one is given.
+
+    uvicorn's own proxy-header handling is off, so the gateway's `trusted_proxies` decides, as in production
+    setups the docs recommend (`--no-proxy-headers`).
+    """
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.host = host
+        self.port: int = self._socket.getsockname()[1]
+        uvicorn_options.setdefault("log_level", "warning")
+        uvicorn_options.setdefault("proxy_headers", False)
+        self._server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options))
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"asgigate-server-{self.port}")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._socket]))
+
+    def start(self, timeout: float = 15.0) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        self._socket.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<BackgroundServer {self.url}>"
+
+
+def serve_in_thread(app: Any, **options: Any) -> str:
+    """Start `app` in the background for the life of the process (a sample upstream, a demo); return its URL."""
+    return BackgroundServer(app, **options).start().url
