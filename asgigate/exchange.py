@@ -32,7 +32,7 @@ class Exchange:
     raw_params: Mapping[str, str] = MappingProxyType({})  # matching form; `params` has the typed values
     request_id: str = ""
     identity: Any = None  # set by authentication policies
-    client_ip: str | None = None
+    _client_ip: str | bool | None = False  # False: not worked out yet
     status: int = 0  # 0 until the response has started
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -50,6 +50,18 @@ class Exchange:
         self.scope = scope
         self.gateway = gateway
         self.started_at = time.perf_counter()
+
+    @property
+    def client_ip(self) -> str | None:
+        """The client's address: the peer, or with trusted proxies the rightmost untrusted X-Forwarded-For hop."""
+        ip = self._client_ip
+        if ip is False:
+            ip = self._client_ip = self.gateway.client_address(self.scope)
+        return ip  # type: ignore[return-value]
+
+    @client_ip.setter
+    def client_ip(self, value: str | None) -> None:
+        self._client_ip = value
 
     @property
     def params(self) -> dict[str, Any]:

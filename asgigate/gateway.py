@@ -294,11 +294,6 @@ class Gateway:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = Exchange(scope, self)  # type: ignore[arg-type]
         scope[SCOPE_KEY] = exchange
-        if self.trusted_networks:
-            exchange.client_ip = self._client_ip(scope)
-        else:
-            client = scope.get("client")
-            exchange.client_ip = client[0] if client else None
         request_id = b""
         if self.request_id:
             request_id = self._request_id(scope)
@@ -325,7 +320,11 @@ class Gateway:
             await send(message)
 
         try:
-            exchange.path = self._route_path(scope)
+            raw_path = scope.get("raw_path")
+            if raw_path is not None and not scope.get("root_path"):
+                exchange.path = normalize(raw_path)
+            else:
+                exchange.path = self._route_path(scope)
             route = self._table.match(exchange)  # type: ignore[union-attr]
             await route.app(exchange, receive, edge_send)
         except Exception as exc:
@@ -365,10 +364,11 @@ class Gateway:
                     break
         return os.urandom(12).hex().encode()
 
-    def _client_ip(self, scope: Scope) -> str | None:
+    def client_address(self, scope: Scope) -> str | None:
+        """The client's address for a request: see `Exchange.client_ip`."""
         client = scope.get("client")
-        peer = client[0] if client else None
-        if not is_trusted(peer, self.trusted_networks):
+        peer: str | None = client[0] if client else None
+        if not self.trusted_networks or not is_trusted(peer, self.trusted_networks):
             return peer
         hops: list[str] = []
         for name, value in scope["headers"]:

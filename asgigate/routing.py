@@ -209,14 +209,35 @@ def Mount(prefix: str, app: Callable[..., Any], **kwargs: Any) -> Group:
 
 
 class RouteTable:
+    """First match wins, without trying every route: routes are indexed by their first path segment.
+
+    For each literal first segment the table keeps, in declaration order, the routes with that segment plus every
+    route whose first segment is a parameter; a path only walks the list for its own first segment. The order
+    (and so "first match wins") is the same as walking all routes.
+    """
+
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
+        literal: dict[str, None] = {}
+        for route in self.routes:
+            segment = _first_segment(route.path)
+            if "{" not in segment:
+                literal[segment] = None
+        self._any = tuple(r for r in self.routes if "{" in _first_segment(r.path))
+        self._by_segment: dict[str, tuple[Route, ...]] = {
+            segment: tuple(r for r in self.routes if _first_segment(r.path) == segment or r in self._any)
+            for segment in literal
+        }
+
+    def candidates(self, path: str) -> tuple[Route, ...]:
+        end = path.find("/", 1)
+        return self._by_segment.get(path[1:end] if end > 0 else path[1:], self._any)
 
     def match(self, exchange: Exchange) -> Route:
         path = exchange.path
         method = exchange.scope.get("method", "GET")
         allowed: set[str] = set()
-        for route in self.routes:
+        for route in self.candidates(path):
             matched = route.template.match(path)
             if matched is None:
                 continue
@@ -232,3 +253,8 @@ class RouteTable:
         if allowed:
             raise MethodNotAllowed(sorted(allowed))
         raise NotFound()
+
+
+def _first_segment(template: str) -> str:
+    end = template.find("/", 1)
+    return template[1:end] if end > 0 else template[1:]

@@ -397,3 +397,17 @@ def test_reply_carries_exactly_one_request_id() -> None:
         response = httpx.get(running.url + "/x")
     assert response.status_code == 200
     assert len(response.headers.get_list("x-request-id")) == 1
+
+
+def test_segment_index_keeps_declaration_order() -> None:
+    from asgigate.routing import RouteTable
+
+    wild_first = Route("/{kind}/a", Direct(text="wild"))
+    literal = Route("/users/a", Direct(text="literal"))
+    literal_other = Route("/users/{id:int}", Direct(text="int"))
+    catch_all = Route("/{rest:path}", Direct(text="all"))
+    table = RouteTable([literal_other, wild_first, literal, catch_all])
+    assert table.candidates("/users/a") == (literal_other, wild_first, literal, catch_all)
+    assert table.candidates("/orders/a") == (wild_first, catch_all)
+    assert table.candidates("/") == (wild_first, catch_all)
+    assert table.candidates("/users") == (literal_other, wild_first, literal, catch_all)
