@@ -75,6 +75,7 @@ from .upstream import Upstream
 
 if TYPE_CHECKING:
     from .policies.auth.jwt import BearerAuth
+    from .policies.auth.oidc_login import OIDCLogin, SessionAuth, TokenRelay
 
 __version__ = "0.1.0"
 
@@ -121,6 +122,7 @@ __all__ = [
     "Mock",
     "Mount",
     "NotFound",
+    "OIDCLogin",
     "PayloadTooLarge",
     "Plan",
     "Policy",
@@ -135,8 +137,10 @@ __all__ = [
     "RequestTerminated",
     "ResponseHead",
     "Route",
+    "SessionAuth",
     "Target",
     "Terminate",
+    "TokenRelay",
     "Unauthorized",
     "Upstream",
     "UpstreamConnectError",
@@ -158,9 +162,12 @@ __all__ = [
 ]
 
 
+_AUTH_EXTRA = frozenset({"BearerAuth", "OIDCLogin", "SessionAuth", "TokenRelay"})
+
+
 def __getattr__(name: str) -> Any:
-    if name == "BearerAuth":  # imported on first use: it needs the `auth` extra (joserfc)
+    if name in _AUTH_EXTRA:  # imported on first use: they need the `auth` extra (joserfc)
         from .policies import auth
 
-        return auth.BearerAuth
+        return getattr(auth, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

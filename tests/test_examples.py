@@ -14,12 +14,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from examples import api_gateway_jwt, custom_errors, quickstart, ratelimits, versioning
+from examples import api_gateway_jwt, custom_errors, quickstart, ratelimits, versioning, web_bff
 
 from servers import PYTHON, ROOT, ThreadServer, free_port, serve_process
 
 EXAMPLES = ROOT / "examples"
-TESTED = {"api_gateway_jwt.py", "custom_errors.py", "quickstart.py", "ratelimits.py", "versioning.py"}
+TESTED = {"api_gateway_jwt.py", "custom_errors.py", "quickstart.py", "ratelimits.py", "versioning.py",
+          "web_bff.py"}
 
 
 def test_every_example_is_tested() -> None:
@@ -388,3 +389,46 @@ def test_ratelimits_script() -> None:
         assert response.status_code == 200
         assert response.json()["products"][0]["name"] == "Teapot"
         assert response.headers["x-ratelimit-limit"] == "10"
+
+
+# --- web BFF with browser login (the full browser flow is in test_auth_login_browser.py) -----------------------
+
+
+def test_web_bff_script_with_a_real_provider() -> None:
+    """The script against the real OpenID provider: pages send browsers to the login, API calls get 401."""
+    from idp.provider import openid_provider
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with openid_provider(rp_url=base) as idp:
+        env = {"PORT": str(port), "OIDC_ISSUER": idp.url, "OIDC_CLIENT_ID": "web-client",
+               "OIDC_CLIENT_SECRET": "web-secret", "SESSION_SECRET": "example-session-secret-0123456789ab",
+               "OIDC_SCOPE": "openid orders:read"}
+        with serve_process([PYTHON, str(EXAMPLES / "web_bff.py")], port, env=env, timeout=30), \
+                httpx.Client(base_url=base, timeout=10) as client:
+            assert client.get("/healthz").json() == {"ok": True}
+            page = client.get("/", headers={"accept": "text/html"})
+            assert (page.status_code, page.headers["location"]) == (302, "/auth/login?return_to=%2F")
+            api = client.get("/api/me", headers={"accept": "text/html"})  # api_paths: never a redirect
+            assert api.status_code == 401
+            assert api.headers["www-authenticate"] == 'Session login="/auth/login"'
+            problem(client.get("/api/me", headers={"accept": "application/json"}), 401, "unauthorized")
+            login = client.get("/auth/login?return_to=/")
+            assert login.status_code == 302
+            location = httpx.URL(login.headers["location"])
+            assert str(location).startswith(f"{idp.url}/auth?")
+            assert location.params["code_challenge_method"] == "S256"
+            assert location.params["redirect_uri"] == f"{base}/auth/callback"
+            assert "asgigate_session_login" in login.cookies
+            # The provider accepts the request (client and redirect URI registered) and shows its login page.
+            shown = httpx.get(str(location), timeout=10, follow_redirects=True)
+            assert shown.status_code == 200
+            assert 'name="login"' in shown.text
+
+
+def test_web_bff_gateway_builds() -> None:
+    gateway = web_bff.build_gateway("http://127.0.0.1:9", env={
+        "OIDC_ISSUER": "https://login.example.com", "OIDC_CLIENT_ID": "web", "OIDC_CLIENT_SECRET": "s",
+        "SESSION_SECRET": "example-session-secret-0123456789ab"})
+    described = gateway.describe()
+    assert "SessionAuth" in described and "TokenRelay" in described

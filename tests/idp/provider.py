@@ -61,10 +61,13 @@ class OpenIDProvider:
 
 
 @contextlib.contextmanager
-def openid_provider(token_ttl: int = 300) -> Iterator[OpenIDProvider]:
+def openid_provider(token_ttl: int = 300, *, rp_url: str | None = None) -> Iterator[OpenIDProvider]:
+    """The provider on a free port; `rp_url` registers the browser client 'web-client' for that origin."""
     ensure_node_modules()
     port = free_port()
     env = {**os.environ, "PORT": str(port), "TOKEN_TTL": str(token_ttl)}
+    if rp_url is not None:
+        env["RP_URL"] = rp_url
     process = subprocess.Popen(["node", "server.mjs"], cwd=IDP_DIR, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     provider = OpenIDProvider(f"http://127.0.0.1:{port}", process)

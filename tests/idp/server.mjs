@@ -2,6 +2,10 @@
 // RS256 and ES256 signing keys are generated at startup; JWT access tokens are issued through the
 // client_credentials grant for two resource servers: urn:asgigate:rs (RS256) and urn:asgigate:es (ES256);
 // opaque access tokens for urn:asgigate:opaque, checked through the introspection endpoint.
+// With RP_URL set (a browser-login gateway's origin, e.g. http://127.0.0.1:8123), the client 'web-client'
+// (secret 'web-secret') uses the authorization code flow with PKCE, refresh tokens (rotated on every use) and
+// RP-initiated logout, with its redirect URIs under RP_URL; devInteractions then give the login form (any
+// username, which becomes the subject) and the consent and logout confirmation pages.
 // Prints "ready <issuer>" once listening.
 import { generateKeyPairSync, webcrypto } from 'node:crypto';
 
@@ -41,6 +45,18 @@ const clientDefaults = {
   token_endpoint_auth_method: 'client_secret_post',
 };
 
+const rpUrl = process.env.RP_URL;
+const webClients = rpUrl ? [{
+  client_id: 'web-client',
+  client_secret: 'web-secret',
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  redirect_uris: [`${rpUrl}/auth/callback`],
+  post_logout_redirect_uris: [`${rpUrl}/`, `${rpUrl}/signed-out`],
+  token_endpoint_auth_method: 'client_secret_basic',
+  scope: 'openid offline_access orders:read',
+}] : [];
+
 const provider = new Provider(issuer, {
   jwks: { keys },
   scopes: ['openid', 'offline_access', 'orders:read', 'orders:write', 'admin'],
@@ -49,9 +65,15 @@ const provider = new Provider(issuer, {
     { ...clientDefaults, client_id: 'admin-client', client_secret: 'admin-secret', scope: 'orders:read orders:write admin' },
     // The gateway itself, calling the introspection endpoint (RFC 7662) with HTTP Basic client authentication.
     { ...clientDefaults, client_id: 'gateway', client_secret: 'gateway-secret', token_endpoint_auth_method: 'client_secret_basic' },
+    ...webClients,
   ],
+  // Browser clients get a refresh token without asking for offline_access, and a new one on every refresh.
+  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: true,
+  claims: { openid: ['sub'], profile: ['name'] },
+  findAccount: (_ctx, id) => ({ accountId: id, claims: () => ({ sub: id, name: `User ${id}` }) }),
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: Boolean(rpUrl) },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     resourceIndicators: {

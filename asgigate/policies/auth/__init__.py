@@ -1,7 +1,8 @@
-"""Authentication and authorization at the edge: JWT bearer tokens, API keys, rules, identity forwarding.
+"""Authentication and authorization at the edge: JWT bearer tokens, API keys, rules, identity forwarding,
+browser login (OIDC relying party) with token relay.
 
-`BearerAuth` needs the `auth` extra (``pip install 'asgigate[auth]'``, for joserfc); it is imported on first
-use, so the rest works without it.
+`BearerAuth`, `OIDCLogin`, `SessionAuth` and `TokenRelay` need the `auth` extra (``pip install 'asgigate[auth]'``,
+for joserfc); they are imported on first use, so the rest works without it.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from .rules import Authorize
 
 if TYPE_CHECKING:
     from .jwt import BearerAuth
+    from .oidc_login import OIDCLogin, SessionAuth, TokenRelay
 
 __all__ = [
     "AnyAuth",
@@ -29,15 +31,21 @@ __all__ = [
     "ForwardIdentity",
     "Identity",
     "IntrospectionAuth",
+    "OIDCLogin",
+    "SessionAuth",
+    "TokenRelay",
     "hash_api_key",
 ]
 
 
+_LOGIN = frozenset({"OIDCLogin", "SessionAuth", "TokenRelay"})
+
+
 def __getattr__(name: str) -> Any:
-    if name == "BearerAuth":
+    if name == "BearerAuth" or name in _LOGIN:
         try:
-            from .jwt import BearerAuth
+            from . import jwt, oidc_login
         except ImportError as error:  # pragma: no cover - depends on the installed extras
-            raise ImportError("BearerAuth needs joserfc: pip install 'asgigate[auth]'") from error
-        return BearerAuth
+            raise ImportError(f"{name} needs joserfc: pip install 'asgigate[auth]'") from error
+        return getattr(oidc_login if name in _LOGIN else jwt, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
