@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import time
@@ -57,7 +58,8 @@ def versions() -> dict[str, str]:
     code = (
         "import sys, importlib.metadata as m\n"
         "print('python', sys.version.split()[0])\n"
-        "for name in ('uvicorn', 'uvloop', 'httptools', 'aiohttp', 'asgiproxy', 'asgigate'):\n"
+        "for name in ('uvicorn', 'uvloop', 'httptools', 'aiohttp', 'asgiproxy', 'joserfc', 'limits', 'coredis',\n"
+        "             'asgigate'):\n"
         "    try: print(name, m.version(name))\n"
         "    except m.PackageNotFoundError: print(name, 'not installed')\n"
     )
@@ -66,6 +68,8 @@ def versions() -> dict[str, str]:
     out["nginx"] = nginx.split("/", 1)[-1] if "/" in nginx else nginx
     wrk = _run(["wrk", "-v"]).stdout.splitlines()
     out["wrk"] = wrk[0].split(" [")[0].removeprefix("wrk ") if wrk else "?"
+    redis = _run(["redis-server", "--version"]).stdout.split() if shutil.which("redis-server") else []
+    out["redis-server"] = next((w.removeprefix("v=") for w in redis if w.startswith("v=")), "not installed")
     out["asgigate git sha"] = git_sha()
     return out
 

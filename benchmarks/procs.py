@@ -161,19 +161,37 @@ def free_port(host: str) -> int:
 
 
 def http_request(
-    host: str, port: int, path: str, method: str = "GET", body: bytes | None = None, timeout: float = 5.0
+    host: str,
+    port: int,
+    path: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, bytes, float]:
     """One request on a fresh connection: (status, body, seconds)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         start = time.perf_counter()
-        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
+        sent = dict(headers or {})
+        if body is not None:
+            sent["Content-Type"] = "application/octet-stream"
+        conn.request(method, path, body=body, headers=sent)
         response = conn.getresponse()
         data = response.read()
         return response.status, data, time.perf_counter() - start
     finally:
         conn.close()
+
+
+def redis_ping(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether a Redis answers PING there (listening is not yet serving)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def wait_http(proc: Proc, host: str, port: int, path: str, timeout: float = 30.0) -> str | None:

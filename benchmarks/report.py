@@ -8,7 +8,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from config import BOTH_CPUS, LOAD_CPUS, SUT_CPUS, Settings
-from systems import AIOHTTP_PROXY, ASGIPROXY, DIRECT, GATE_FULL, GATE_PLAIN, HELLO, NGINX_PROXY, SystemSpec
+from systems import (
+    AIOHTTP_PROXY,
+    ASGIPROXY,
+    DIRECT,
+    EDGE_SYSTEMS,
+    GATE_FULL,
+    GATE_JWT,
+    GATE_PLAIN,
+    GATE_RL_MEMORY,
+    GATE_RL_REDIS,
+    HELLO,
+    NGINX_PROXY,
+    SystemSpec,
+)
 from workloads import LARGE, LATENCY, SLOW, SMALL, UPLOAD, WORKLOADS, Measurement
 
 NA = "—"
@@ -33,6 +46,7 @@ class RunResults:
     combined: dict[tuple[str, str], Measurement] = field(default_factory=dict)
     background_cpu: dict[str, float] = field(default_factory=dict)  # % of all CPUs busy with nothing of ours
     retried: int = 0  # runs measured again because other processes were busy
+    jwt_verify: dict[str, float] | None = None  # BearerAuth.verify in-process: uncached_us, cached_us
 
     def get(self, system: str, workload: str) -> Measurement | None:
         return self.combined.get((system, workload))
@@ -207,6 +221,16 @@ def _t_full(f: Figures, s: SystemSpec) -> tuple[str, bool | None]:
     return _x(r), None if r is None else r >= 0.75
 
 
+def _t_edge(system: SystemSpec, goal: float) -> Check:
+    def check(f: Figures, s: SystemSpec) -> tuple[str, bool | None]:
+        if s.key != GATE_PLAIN.key:
+            return NA, None
+        r = _ratio(f.rps(system), f.rps(GATE_PLAIN))
+        return _x(r), None if r is None else r >= goal
+
+    return check
+
+
 def _t_large(f: Figures, s: SystemSpec) -> tuple[str, bool | None]:
     r = _ratio(f.mib_s(s, LARGE.key), f.mib_s(NGINX_PROXY, LARGE.key))
     m = f.m(s, LARGE.key)
@@ -240,6 +264,8 @@ def _t_workers(f: Figures, s: SystemSpec) -> tuple[str, bool | None]:
 TARGETS: list[tuple[str, str, Check]] = [
     ("plain proxy small GET req/s", ">= 0.40 x bare ASGI hello world", _t_small),
     ("full edge stack req/s", ">= 0.75 x plain proxy", _t_full),
+    ("memory rate limit", ">= 0.9 x plain proxy", _t_edge(GATE_RL_MEMORY, 0.9)),
+    ("Redis rate limit", ">= 0.6 x plain proxy", _t_edge(GATE_RL_REDIS, 0.6)),
     ("1 MiB responses MiB/s", ">= 0.8 x nginx reverse proxy, peak RSS < 80 MiB", _t_large),
     ("added latency at 1 conn p50", "<= 250 µs over direct", _t_latency),
     ("500 conns to 50 ms upstream", "no errors, p99 <= 60 ms", _t_slow),
@@ -255,17 +281,71 @@ def _verdict(ok: bool | None, skipped: str | None) -> str:
 
 def targets_table(f: Figures) -> str:
     gate_skip = f.res.skipped.get(GATE_PLAIN.key)
+    own = {"full edge stack req/s": GATE_FULL, "memory rate limit": GATE_RL_MEMORY, "Redis rate limit": GATE_RL_REDIS}
     rows = []
     for name, goal, check in TARGETS:
         value, ok = check(f, GATE_PLAIN)
         peers = [check(f, p) for p in (NGINX_PROXY, AIOHTTP_PROXY, ASGIPROXY, HELLO)]
+        system_skip = f.res.skipped.get(own[name].key) if name in own else None
+        why = "asgigate not measured" if gate_skip else (system_skip.splitlines()[0] if system_skip else None)
         rows.append([
-            name, goal, value, _verdict(ok, "asgigate not measured" if gate_skip else None),
+            name, goal, value, _verdict(ok, why),
             *(v if o is None else f"{v} {_verdict(o, None)}" for v, o in peers),
         ])  # fmt: skip
     header = ["target", "goal", "asgigate", "result", "nginx-proxy (ref)", "aiohttp-proxy (ref)", "asgiproxy (ref)",
               "hello (ref)"]  # fmt: skip
     return _table(header, rows)
+
+
+EDGE_GOALS: dict[str, tuple[float, str]] = {
+    GATE_FULL.key: (0.75, "full edge stack >= 0.75 x plain proxy"),
+    GATE_RL_MEMORY.key: (0.9, "memory rate limit >= 0.9 x plain proxy"),
+    GATE_RL_REDIS.key: (0.6, "Redis rate limit >= 0.6 x plain proxy"),
+}
+
+
+def _cost_us(f: Figures, s: SystemSpec) -> float | None:
+    """CPU time per request over the plain proxy: 1/rps - 1/plain_rps (one worker, one saturated core)."""
+    own, plain = f.rps(s), f.rps(GATE_PLAIN)
+    if not own or not plain:
+        return None
+    return (1 / own - 1 / plain) * 1e6
+
+
+def edge_table(f: Figures) -> str:
+    rows = []
+    plain_p50 = f.p(GATE_PLAIN, LATENCY.key, "p50_us")
+    for s in (GATE_PLAIN, *EDGE_SYSTEMS):
+        if s.key not in {x.key for x in f.res.systems}:
+            continue
+        ratio = _ratio(f.rps(s), f.rps(GATE_PLAIN))
+        goal = EDGE_GOALS.get(s.key)
+        target = NA if goal is None else f"{goal[1]}: {_verdict(None if ratio is None else ratio >= goal[0], None)}"
+        p50 = f.p(s, LATENCY.key, "p50_us")
+        rows.append([
+            s.key, s.title, _num(f.rps(s)), _x(ratio),
+            NA if s is GATE_PLAIN else _num(_cost_us(f, s), "+,.1f"),
+            _num(p50), NA if s is GATE_PLAIN else _num(None if p50 is None or plain_p50 is None else p50 - plain_p50,
+                                                       "+,.0f"),
+            _errors(f.m(s, SMALL.key)),
+            target if f.res.skipped.get(s.key) is None else f"SKIP ({f.res.skipped[s.key].splitlines()[0]})",
+        ])  # fmt: skip
+    header = ["system", "what", "small req/s", "vs plain", "µs/request over plain", "1-conn p50 µs",
+              "1-conn p50 vs plain µs", "errors", "target"]  # fmt: skip
+    table = _table(header, rows)
+    cost = _cost_us(f, GATE_JWT)
+    line = f"JWT validation cost: {_num(cost, '+,.1f')} µs per request (1/jwt_rps - 1/plain_rps, small GET)"
+    vc = f.res.jwt_verify
+    if vc:
+        line += (
+            f"; in-process `BearerAuth.verify`: {vc['uncached_us']:,.0f} µs with a signature check (RS256, "
+            f"2048-bit, cache off), {vc['cached_us']:,.1f} µs from the verified-token cache"
+        )
+    return (
+        table + "\n\n" + line + ".\n\nwrk repeats one token, so after the first request `asgigate-jwt` and "
+        "`asgigate-full` take the verified-token cache path (what a client reusing its token pays); the "
+        "in-process figures say what a token seen for the first time costs."
+    )
 
 
 def scaling_table(f: Figures) -> str:
@@ -401,11 +481,13 @@ def render(res: RunResults) -> str:
     out += ["Systems (see benchmarks/README.md):", "", _table(["key", "what", "CPUs", "workers"], legend), ""]
     out += [
         "## Targets", "", targets_table(f), "",
-        "`asgigate` is the plain proxy route (the full stack for the second row); the last four columns "
+        "`asgigate` is the plain proxy route (for the next three rows: the full stack, the memory and the Redis "
+        "rate limit systems, each against the plain proxy); the last four columns "
         "apply the same goals to the reference systems, for context.", "",
         f"## Throughput ({SMALL.title}, {LARGE.title}, {UPLOAD.title})", "", throughput_table(f), "",
         f"## Latency ({SLOW.title}; {LATENCY.title}, minus nginx direct)", "", latency_table(f), "",
         "## Ratios (same run only)", "", ratio_table(f), "",
+        "## Edge stack costs (small GET req/s, same run)", "", edge_table(f), "",
         "## Worker scaling (small JSON GET @50 conns)", "", scaling_table(f), "",
         "## asgigate import time and idle memory", "", misc_table(f), "",
         "## Raw runs", "", raw_table(f), "",

@@ -17,11 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
-from config import BOTH_CPUS, ECHO_MODULE, LOAD_CPUS, PYTHON, RESULTS_DIR, WORK_DIR, Settings
+from config import BOTH_CPUS, ECHO_MODULE, HOST, LOAD_CPUS, PYTHON, RESULTS_DIR, WORK_DIR, Settings
 from envinfo import asgigate_import_error, import_time, machine, versions
-from procs import Proc, cpu_busy_percent, process_tree, rss_mib, set_affinity, wait_quiet
+from procs import Proc, cpu_busy_percent, free_port, process_tree, redis_ping, rss_mib, set_affinity, wait_quiet
 from report import RunResults, render
 from systems import DIRECT, SCALING, SYSTEMS, SystemSpec, start, with_free_ports
+from tokens import BenchJwt, make_jwt, verify_cost_us
 from workloads import SMALL, WORKLOADS, Measurement, Workload, WrkError, combine, run_wrk
 
 
@@ -72,10 +73,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 class Bench:
-    def __init__(self, settings: Settings, res: RunResults) -> None:
+    def __init__(self, settings: Settings, res: RunResults, jwt: BenchJwt | None) -> None:
         self.settings = settings
         self.res = res
         self.procs: dict[str, Proc] = {}
+        self.jwt = jwt
+        self.env: dict[str, str] = jwt.env() if jwt else {}  # added to every system's environment
+        self.headers = [jwt.header] if jwt else []  # sent by wrk to every system, so request sizes are equal
+        self.redis: Proc | None = None
+        self.redis_error: str | None = None
         self.upstream_port = next(s.port for s in res.systems if s.key == DIRECT.key)
         self.deadline = time.monotonic() + settings.max_minutes * 60
 
@@ -88,14 +94,44 @@ class Bench:
             log(note)
         return True
 
+    def start_redis(self) -> None:
+        """A throw-away redis-server (no persistence) on a free port, on the load core like the upstream."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            self.redis_error = "redis-server not installed (bash benchmarks/run.sh installs it)"
+            return
+        port = free_port(HOST)
+        cmd = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+        log(f"start redis-server on port {port}, CPUs {LOAD_CPUS}")
+        self.redis = Proc("redis", cmd, LOAD_CPUS, WORK_DIR / "logs" / "redis.log", cwd=WORK_DIR)
+        deadline = time.monotonic() + 10
+        while not redis_ping(HOST, port):
+            if not self.redis.alive() or time.monotonic() > deadline:
+                self.redis_error = f"redis-server did not answer PING: {self.redis.tail(3)}"
+                self.redis.stop()
+                self.redis = None
+                return
+            time.sleep(0.05)
+        self.env["RATELIMIT_REDIS_URL"] = f"redis://{HOST}:{port}"
+
     def start_all(self, specs: list[SystemSpec], gate_error: str | None, skipped: dict[str, str]) -> None:
         for spec in specs:
             if spec.asgigate and gate_error:
                 skipped[spec.key] = f"asgigate does not import yet ({gate_error})"
                 log(f"skip {spec.key}: {skipped[spec.key]}")
                 continue
+            why = (
+                "no benchmark token (joserfc missing: pip install -e '.[auth]')" if spec.auth and self.jwt is None
+                else self.redis_error if spec.redis and self.redis is None
+                else None
+            )  # fmt: skip
+            if why:
+                skipped[spec.key] = why
+                log(f"skip {spec.key}: {why}")
+                continue
             log(f"start {spec.key} on port {spec.port}, CPUs {spec.cpus}")
-            proc, error = start(spec, self.upstream_port)
+            auth = dict([h.split(": ", 1) for h in self.headers])
+            proc, error = start(spec, self.upstream_port, self.env, auth)
             if error is not None:
                 proc.stop()
                 skipped[spec.key] = error
@@ -117,10 +153,13 @@ class Bench:
         proc = self.procs[spec.key]
         try:
             if warm and st.warmup_s > 0:
-                run_wrk(spec.port, workload, st.warmup_s, cpus=cpus, threads=threads)
+                run_wrk(spec.port, workload, st.warmup_s, cpus=cpus, threads=threads, headers=self.headers)
             best: Measurement | None = None
             for attempt in range(st.retries + 1):
-                m = run_wrk(spec.port, workload, st.duration_s, cpus=cpus, threads=threads, rss_pid=proc.pid)
+                m = run_wrk(
+                    spec.port, workload, st.duration_s, cpus=cpus, threads=threads, rss_pid=proc.pid,
+                    headers=self.headers,
+                )  # fmt: skip
                 if best is None or m.foreign_cpu_pct < best.foreign_cpu_pct:
                     best = m
                 if m.foreign_cpu_pct <= st.max_other_cpu:
@@ -158,7 +197,7 @@ class Bench:
         for rnd in range(st.repeats):
             for workload in WORKLOADS:
                 for spec in specs:
-                    if not self.usable(spec, self.res.skipped):
+                    if not spec.runs(workload.key) or not self.usable(spec, self.res.skipped):
                         continue
                     m = self.run(spec, workload, f"[{rnd + 1}/{st.repeats}] {workload.key:8}", warm=rnd == 0)
                     if m is not None:
@@ -224,9 +263,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log("measuring `import asgigate` time")
         res.import_times = import_time()
-
-    bench = Bench(settings, res)
+    jwt: BenchJwt | None = None
     try:
+        jwt = make_jwt()
+    except ImportError as exc:
+        res.notes.append(f"no benchmark JWT ({exc}): systems with JWT auth are skipped")
+    if jwt is not None and not gate_error:
+        log("measuring BearerAuth.verify in-process")
+        res.jwt_verify = verify_cost_us(jwt)
+
+    bench = Bench(settings, res, jwt)
+    try:
+        if any(s.redis for s in specs) and not gate_error:
+            bench.start_redis()
         bench.start_all(specs[:1], gate_error, res.skipped)
         if DIRECT.key not in bench.procs:
             log(f"the nginx upstream did not start: {res.skipped.get(DIRECT.key)}")
@@ -244,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         bench.stop(list(bench.procs))
+        if bench.redis is not None:
+            bench.redis.stop()
 
     res.background_cpu["after"] = cpu_busy_percent()
     res.finished = datetime.now()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +36,12 @@ class SystemSpec:
     workers: int = 1
     cpus: str = SUT_CPUS
     asgigate: bool = False  # skipped (with the reason) while asgigate does not import
+    workloads: tuple[str, ...] = ()  # the workload keys this system runs; empty: all of them
+    auth: bool = False  # a request without the benchmark's bearer token is refused (checked at start-up)
+    redis: bool = False  # needs the redis-server the harness starts
+
+    def runs(self, workload: str) -> bool:
+        return not self.workloads or workload in self.workloads
 
 
 DIRECT = SystemSpec(
@@ -54,10 +61,60 @@ GATE_PLAIN = SystemSpec(
     "asgigate-plain", "asgigate, plain proxy route", "uvicorn", 8093, app="asgigate_plain:app", asgigate=True
 )
 GATE_FULL = SystemSpec(
-    "asgigate-full", "asgigate, full edge stack", "uvicorn", 8094, app="asgigate_full:app", asgigate=True
+    "asgigate-full",
+    "asgigate, full edge stack: request ids, access log, JWT auth, memory rate limit",
+    "uvicorn",
+    8094,
+    app="asgigate_full:app",
+    asgigate=True,
+    auth=True,
 )
+# One edge layer each over the plain proxy, to show what each costs. Small GET (and 1-conn latency) only.
+EDGE_WORKLOADS = ("small", "latency")
+GATE_LOG = SystemSpec(
+    "asgigate-log",
+    "asgigate, request ids + JSON access log",
+    "uvicorn",
+    8099,
+    app="asgigate_log:app",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+)
+GATE_JWT = SystemSpec(
+    "asgigate-jwt",
+    "asgigate, JWT bearer auth (RS256, static key)",
+    "uvicorn",
+    8100,
+    app="asgigate_jwt:app",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+    auth=True,
+)
+GATE_RL_MEMORY = SystemSpec(
+    "asgigate-rl-memory",
+    "asgigate, rate limit per client ip, memory store",
+    "uvicorn",
+    8101,
+    app="asgigate_ratelimit_memory:app",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+)
+GATE_RL_REDIS = SystemSpec(
+    "asgigate-rl-redis",
+    "asgigate, rate limit per client ip, Redis store",
+    "uvicorn",
+    8102,
+    app="asgigate_ratelimit_redis:app",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+    redis=True,
+)
+EDGE_SYSTEMS: list[SystemSpec] = [GATE_LOG, GATE_JWT, GATE_RL_MEMORY, GATE_RL_REDIS, GATE_FULL]
 
-SYSTEMS: list[SystemSpec] = [DIRECT, NGINX_PROXY, HELLO, AIOHTTP_PROXY, ASGIPROXY, GATE_PLAIN, GATE_FULL]
+SYSTEMS: list[SystemSpec] = [
+    DIRECT, NGINX_PROXY, HELLO, AIOHTTP_PROXY, ASGIPROXY, GATE_PLAIN, GATE_LOG, GATE_JWT, GATE_RL_MEMORY,
+    GATE_RL_REDIS, GATE_FULL,
+]  # fmt: skip
 
 # Worker scaling: everything (these servers, wrk, the upstream) may run on both cores.
 SCALING: list[SystemSpec] = [
@@ -132,8 +189,9 @@ def command(spec: SystemSpec, upstream_port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def environment(upstream_port: int = UPSTREAM_PORT) -> dict[str, str]:
+def environment(upstream_port: int = UPSTREAM_PORT, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(extra or {})
     env["UPSTREAM_URL"] = f"http://{HOST}:{upstream_port}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_DIR), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
@@ -142,32 +200,41 @@ def environment(upstream_port: int = UPSTREAM_PORT) -> dict[str, str]:
     return env
 
 
-def start(spec: SystemSpec, upstream_port: int) -> tuple[Proc, str | None]:
-    """Start a system and wait for it; returns the process and an error message (None when it is up)."""
+def start(
+    spec: SystemSpec, upstream_port: int, env: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
+) -> tuple[Proc, str | None]:
+    """Start a system and wait for it; returns the process and an error message (None when it is up).
+
+    `env` is added to every system's environment (the JWT key, the Redis URL); `headers` go with every check
+    request (the bearer token)."""
     log = WORK_DIR / "logs" / f"{spec.key}.log"
-    proc = Proc(spec.key, command(spec, upstream_port), spec.cpus, log, environment(upstream_port), cwd=REPO_DIR)
+    proc = Proc(spec.key, command(spec, upstream_port), spec.cpus, log, environment(upstream_port, env), cwd=REPO_DIR)
     error = wait_http(proc, HOST, spec.port, "/small")
     if error is None:
-        error = check(spec)
+        error = check(spec, headers or {})
         last = proc.tail(1).strip()
         if error is not None and last:
             error += f"; last log line: {last}"
     return proc, error
 
 
-def check(spec: SystemSpec) -> str | None:
+def check(spec: SystemSpec, headers: Mapping[str, str]) -> str | None:
     """Every workload's path answers correctly through this system (else it is skipped, with the reason)."""
     try:
-        status, body, _ = http_request(HOST, spec.port, "/small")
+        if spec.auth:
+            status, body, _ = http_request(HOST, spec.port, "/small")
+            if status != 401:
+                return f"/small without a bearer token answered {status} {body[:80]!r}, not 401"
+        status, body, _ = http_request(HOST, spec.port, "/small", headers=headers)
         if status != 200 or body != SMALL_BODY:
             return f"/small answered {status} {body[:80]!r}"
-        status, body, _ = http_request(HOST, spec.port, "/1m")
+        status, body, _ = http_request(HOST, spec.port, "/1m", headers=headers)
         if status != 200 or body != LARGE_BODY:
             return f"/1m answered {status} with {len(body)} bytes (wanted {len(LARGE_BODY)} known bytes)"
-        status, body, _ = http_request(HOST, spec.port, "/upload", method="POST", body=LARGE_BODY)
+        status, body, _ = http_request(HOST, spec.port, "/upload", method="POST", body=LARGE_BODY, headers=headers)
         if status != 200:
             return f"POST /upload answered {status} {body[:80]!r}"
-        status, body, took = http_request(HOST, spec.port, "/delay")
+        status, body, took = http_request(HOST, spec.port, "/delay", headers=headers)
         if status != 200 or took < DELAY_S * 0.9:
             return f"/delay answered {status} in {took * 1000:.1f} ms"
     except OSError as exc:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from config import HOST, LOAD_CPUS, LUA_DIR, MIB, WORK_DIR
@@ -77,13 +78,17 @@ def run_wrk(
     cpus: str = LOAD_CPUS,
     threads: int = 1,
     rss_pid: int | None = None,
+    headers: Sequence[str] = (),
 ) -> Measurement:
-    """One wrk run (bounded by ``-d`` and a subprocess timeout), optionally polling the SUT's peak RSS."""
+    """One wrk run (bounded by ``-d`` and a subprocess timeout), optionally polling the SUT's peak RSS.
+
+    `headers` ("Name: value") go with every request (the benchmark's bearer token)."""
     seconds = max(1, round(duration_s))
     cmd = [
         "taskset", "-c", cpus, "wrk",
         f"-t{min(threads, workload.connections)}", f"-c{workload.connections}", f"-d{seconds}s",
         "--timeout", "5s", "--latency", "-s", _script(workload),
+        *(arg for header in headers for arg in ("-H", header)),
         f"http://{HOST}:{port}{workload.path}",
     ]  # fmt: skip
     env = {"WRK_BODY_BYTES": str(MIB), "PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -94,8 +99,9 @@ def run_wrk(
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, env=env, check=False)
         except subprocess.TimeoutExpired as exc:
             raise WrkError(f"wrk did not finish: {' '.join(cmd)}") from exc
+    shown = " ".join(repr(arg) if " " in arg else arg for arg in cmd)
     with (WORK_DIR / "logs" / "wrk.log").open("a") as log:
-        log.write(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}\n")
+        log.write(f"$ {shown}\n{done.stdout}{done.stderr}\n")
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if done.returncode != 0 or line is None:
         raise WrkError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()[-300:]}")

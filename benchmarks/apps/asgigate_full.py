@@ -1,25 +1,24 @@
 """asgigate with the full edge stack that exists today.
 
-Today: request ids and the JSON access log (both on by default). The access log goes to the Python logger
-"asgigate.access"; it is sent to a real file handler (``/dev/null`` unless ``ACCESS_LOG_PATH`` is set) so
-the formatting and the write are paid for. Later: JWT auth and rate limits get added here.
+Request ids and the JSON access log (as ``asgigate_log``), JWT bearer auth (RS256, a static key from the
+harness, see ``edge.py``) and an in-memory rate limit per client address that never refuses during a run.
 """
 
-import logging
-import os
+from typing import Any
 
-from asgigate import Gateway, Proxy, Route, Upstream
+from edge import Edge, bearer_auth, memory_rate_limit
 
-_access = logging.getLogger("asgigate.access")
-_access.addHandler(logging.FileHandler(os.environ.get("ACCESS_LOG_PATH", os.devnull)))
-_access.setLevel(logging.INFO)
-_access.propagate = False
+from asgigate import Proxy, Route
 
 
-class Full(Gateway):
+class Full(Edge):
     def __init__(self) -> None:
         super().__init__()
-        self.backend = Upstream(os.environ["UPSTREAM_URL"])
+        self.auth = bearer_auth()
+        self.limit = memory_rate_limit()
+
+    def policies(self) -> list[Any]:
+        return [self.auth, self.limit]
 
     def routes(self) -> list[Route]:
         return [Route("/{path:path}", Proxy(self.backend))]
