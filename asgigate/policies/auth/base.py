@@ -122,7 +122,8 @@ class Authenticator(Policy):
         return "Bearer"
 
     async def authenticate(self, exchange: Exchange) -> Identity | None:
-        raise NotImplementedError
+        """The request's identity, None when it carries no credentials; raise Unauthorized for bad ones."""
+        raise TypeError(f"{type(self).__name__} must implement authenticate()")
 
     async def on_request(self, exchange: Exchange) -> Response | None:
         identity = await self.authenticate(exchange)

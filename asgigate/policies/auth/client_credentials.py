@@ -17,6 +17,7 @@ import httpx
 
 from ...errors import ConfigurationError, UpstreamUnavailable
 from ...policy import Policy
+from ._discovery import discover_endpoint
 from ._scope import replace_headers
 
 if TYPE_CHECKING:
@@ -128,13 +129,7 @@ class ClientCredentials(Policy):
 
     async def _discover(self, client: httpx.AsyncClient) -> str:
         assert self.issuer is not None
-        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        response = await client.get(url)
-        response.raise_for_status()
-        metadata = response.json()
-        endpoint = metadata.get("token_endpoint") if isinstance(metadata, Mapping) else None
-        if metadata.get("issuer") != self.issuer or not isinstance(endpoint, str):
-            raise ValueError(f"{url} names another issuer or no token_endpoint")
+        endpoint = await discover_endpoint(client, self.issuer, "token_endpoint")
         self.token_url = endpoint
         return endpoint
 

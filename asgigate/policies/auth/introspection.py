@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ...errors import ConfigurationError, InvalidToken, UpstreamUnavailable
+from ._discovery import discover_endpoint
 from .base import Authenticator, Identity, read_token, scopes_of, token_sources
 
 if TYPE_CHECKING:
@@ -166,13 +167,7 @@ class IntrospectionAuth(Authenticator):
 
     async def _discover(self, client: httpx.AsyncClient) -> str:
         assert self.issuer is not None
-        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        response = await client.get(url)
-        response.raise_for_status()
-        metadata = response.json()
-        endpoint = metadata.get("introspection_endpoint") if isinstance(metadata, Mapping) else None
-        if metadata.get("issuer") != self.issuer or not isinstance(endpoint, str):
-            raise ValueError(f"{url} names another issuer or no introspection_endpoint")
+        endpoint = await discover_endpoint(client, self.issuer, "introspection_endpoint")
         self._discovered = endpoint
         return endpoint
 
