@@ -32,6 +32,7 @@ from .errors import (
 )
 from .exchange import Exchange
 from .gateway import Gateway
+from .metrics import Counter, Gauge, Histogram, Metrics
 from .policies.auth import (
     AnyAuth,
     ApiKeyAuth,
@@ -95,6 +96,7 @@ __all__ = [
     "ConcurrencyLimit",
     "ConfigurationError",
     "Consumer",
+    "Counter",
     "Direct",
     "ErrorReplies",
     "Exchange",
@@ -106,8 +108,10 @@ __all__ = [
     "ForwardIdentity",
     "Gateway",
     "GatewayError",
+    "Gauge",
     "Group",
     "Handler",
+    "Histogram",
     "Identity",
     "InsufficientScope",
     "IntrospectionAuth",
@@ -119,6 +123,7 @@ __all__ = [
     "Limit",
     "LimitUsage",
     "MethodNotAllowed",
+    "Metrics",
     "Mock",
     "Mount",
     "NotFound",

@@ -30,6 +30,7 @@ from ._paths import encode, normalize
 from .accesslog import AccessLog
 from .errors import ConfigurationError, GatewayError, UpstreamError
 from .exchange import SCOPE_KEY, Exchange, is_trusted
+from .metrics import Metrics
 from .pipeline import PolicyLike, chain_for, check_order, compile_chain, format_chain
 from .policy import ASGIApp, Message, Receive, Scope, Send
 from .replies import ErrorRendering, ErrorReplies, ErrorsLike, as_replies
@@ -93,6 +94,8 @@ class Gateway:
     - `debug`: error replies for unexpected exceptions include the traceback. Never in production.
     - `errors`: how the gateway's own error replies look, for every route (a `Reply` template, a function
       `(exchange, error) -> Response`, or `ErrorReplies` per error/status); groups and routes refine it.
+    - `metrics`: a `Metrics` registry that counts every request (by route, method, status and reason) and
+      times it; serve it with ``Route("/metrics", self.metrics.endpoint())``.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Gateway:
         max_body_size: int | None = None,
         debug: bool = False,
         errors: ErrorsLike | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.request_id = request_id
         self.request_id_header = request_id_header.lower()
@@ -121,6 +125,7 @@ class Gateway:
         self.max_body_size = max_body_size
         self.debug = debug
         self.errors = errors
+        self.metrics = metrics
         self._error_rendering: ErrorRendering | None = None  # before a route matched
         self._route_errors: dict[Route, ErrorRendering] = {}  # per route, resolved at build
         self._entry: ASGIApp | None = None
@@ -299,6 +304,9 @@ class Gateway:
             request_id = self._request_id(scope)
             exchange.request_id = request_id.decode("latin-1")
         header = self.request_id_header_bytes
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
 
         async def edge_send(message: Message) -> None:
             kind = message["type"]
@@ -335,6 +343,8 @@ class Gateway:
         finally:
             if self.access_log:
                 self._log_access(exchange)
+            if metrics is not None:
+                metrics.finished(exchange)
 
     def _route_path(self, scope: Scope) -> str:
         raw = scope.get("raw_path")
