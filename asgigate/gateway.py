@@ -187,6 +187,7 @@ class Gateway:
         # An overridden render_error has the last word; otherwise the built-in reply has it.
         fallback = self.render_error if type(self).render_error is not Gateway.render_error else None
         route_errors: dict[Route, ErrorRendering] = {}
+        registered: set[int] = set()  # components whose metrics are registered (a policy may serve many routes)
         for route in routes:
             if route.name in names and route.name != route.path:
                 raise ConfigurationError(f"Two routes are named {route.name!r}.")
@@ -201,6 +202,11 @@ class Gateway:
             )
             route_errors[route] = ErrorRendering(levels + gateway_errors, fallback)
             chains.append(format_chain(route, entries))
+            if self.metrics is not None:
+                for component in [entry.policy for entry in entries] + [route.target]:
+                    if id(component) not in registered and hasattr(component, "register_metrics"):
+                        registered.add(id(component))
+                        component.register_metrics(self.metrics)
             for upstream in route.target.upstreams():
                 upstreams[id(upstream)] = upstream
         for value in vars(self).values():

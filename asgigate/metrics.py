@@ -19,7 +19,7 @@ import math
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,13 +94,22 @@ class _Metric:
 
 
 class Counter(_Metric):
-    """A monotonically increasing count per label values: ``counter.inc("local_rate_limited")``."""
+    """A monotonically increasing count per label values: ``counter.inc("local_rate_limited")``.
+
+    With `read`, values are also read at each scrape: ``read()`` returns a mapping of label values to numbers,
+    so figures a component keeps anyway cost nothing more per request. Every `read` given for the same series
+    adds to it (several rate limit policies, one series).
+    """
 
     kind = "counter"
 
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, help: str, labels: Sequence[str] = (),
+        read: Callable[[], Mapping[LabelValues, float]] | None = None,
+    ) -> None:
         super().__init__(name, help, labels)
         self.values: dict[LabelValues, float] = {}
+        self.reads = [read] if read is not None else []
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         values = self.values
@@ -110,7 +119,13 @@ class Counter(_Metric):
         return self.values.get(labels, 0.0)
 
     def snapshot(self) -> list[Any]:
-        return [[list(k), v] for k, v in self.values.items()]
+        if not self.reads:
+            return [[list(k), v] for k, v in self.values.items()]
+        values = dict(self.values)
+        for read in self.reads:
+            for key, value in read().items():
+                values[key] = values.get(key, 0.0) + float(value)
+        return [[list(k), v] for k, v in values.items()]
 
     def merge(self, total: dict[LabelValues, Any], rows: Iterable[Any]) -> None:
         for key, value in rows:
@@ -238,17 +253,25 @@ class Metrics:
         if existing is not None:
             if type(existing) is not type(metric) or existing.label_names != metric.label_names:
                 raise ConfigurationError(f"Metric {metric.name!r} is already registered as {existing!r}.")
+            if isinstance(existing, Counter) and isinstance(metric, Counter):
+                existing.reads.extend(metric.reads)
             return existing
         self._metrics[metric.name] = metric
         return metric
 
-    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
-        """A counter; asking again for the same name and labels returns the same one."""
-        result: Counter = self._register(Counter(name, help, labels))
+    def counter(
+        self, name: str, help: str, labels: Sequence[str] = (),
+        read: Callable[[], Mapping[LabelValues, float]] | None = None,
+    ) -> Counter:
+        """A counter; asking again for the same name and labels returns the same one. See `Counter` for `read`."""
+        result: Counter = self._register(Counter(name, help, labels, read))
         return result
 
-    def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
-        result: Gauge = self._register(Gauge(name, help, labels))
+    def gauge(
+        self, name: str, help: str, labels: Sequence[str] = (),
+        read: Callable[[], Mapping[LabelValues, float]] | None = None,
+    ) -> Gauge:
+        result: Gauge = self._register(Gauge(name, help, labels, read))
         return result
 
     def histogram(

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 if TYPE_CHECKING:
     from .exchange import Exchange
+    from .metrics import Metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -72,6 +73,9 @@ class Policy:
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """Body-level policies override this and return an ASGI app around `app` (the default adds nothing)."""
         return app
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        """Called once at build when the gateway has `metrics`: register this policy's own series there."""
 
     # Build-time introspection, so the pipeline only pays for the hooks a policy really has.
     @classmethod

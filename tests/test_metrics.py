@@ -227,3 +227,47 @@ def test_workers_sharing_a_directory_scrape_as_one(tmp_path: Path) -> None:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
             assert value(text, "asgigate_requests_total", route="/hello", status="200") == 8
         assert len(list(shared.glob("*.json"))) == 2
+
+
+class Cache(Policy):
+    """Keeps its own figures; the metrics read them at scrape time (nothing added per request)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.hits = 0
+        self.registrations = 0
+
+    async def on_request(self, exchange: Exchange) -> None:
+        self.hits += 1
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        self.registrations += 1
+        metrics.counter("cache_hits_total", "Cache hits by cache.", ["cache"], read=lambda: {(self.name,): self.hits})
+
+
+def test_components_register_series_read_at_scrape_time() -> None:
+    users, orders = Cache("users"), Cache("orders")
+
+    class Cached(Gateway):
+        def __init__(self) -> None:
+            super().__init__(metrics=Metrics())
+
+        def policies(self) -> list[Policy]:
+            return [users]
+
+        def routes(self) -> list[Route]:
+            assert self.metrics is not None
+            return [
+                Route("/metrics", self.metrics.endpoint()),
+                Route("/a", Direct(text="a"), policies=[orders]),
+                Route("/b", Direct(text="b"), policies=[orders]),
+            ]
+
+    with ThreadServer(Cached()) as server, httpx.Client(base_url=server.url) as client:
+        client.get("/a")
+        client.get("/b")
+        client.get("/b")
+        text = client.get("/metrics").text
+    assert users.registrations == orders.registrations == 1  # once per policy, however many routes it is on
+    assert value(text, "cache_hits_total", cache="orders") == 3
+    assert value(text, "cache_hits_total", cache="users") == 4  # /a, /b, /b and the scrape itself

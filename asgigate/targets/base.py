@@ -13,6 +13,7 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..gateway import Gateway
+    from ..metrics import Metrics
     from ..policy import Receive, Send
     from ..routing import Route
     from ..upstream import Upstream
@@ -27,6 +28,9 @@ class Target:
     def upstreams(self) -> list[Upstream]:
         """Upstreams this target uses, so the gateway opens and closes their pools."""
         return []
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        """Called once at build when the gateway has `metrics`: register this target's own series there."""
 
     async def handle(self, exchange: Exchange, receive: Receive, send: Send) -> None:
         raise ConfigurationError(f"{type(self).__name__} does not implement handle()")
