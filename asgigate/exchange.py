@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from starlette.requests import Request
 if TYPE_CHECKING:
     from .errors import GatewayError
     from .gateway import Gateway
+    from .policy import ResponseHead
     from .routing import Route
 
 SCOPE_KEY = "asgigate.exchange"
@@ -40,6 +41,8 @@ class Exchange:
     upstream_ms: float | None = None
     reason: str | None = None  # machine-readable reason of a reply the gateway made itself
     error: GatewayError | None = None
+    # response hooks of the chain's outermost policies, run by the gateway on the response start (see pipeline)
+    response_hooks: Sequence[Callable[[Exchange, ResponseHead], Awaitable[None]]] = ()
     _headers: Headers | None = None
     _query: QueryParams | None = None
     _request: Request | None = None

@@ -32,7 +32,7 @@ from .errors import ConfigurationError, GatewayError, UpstreamError
 from .exchange import SCOPE_KEY, Exchange, is_trusted
 from .metrics import Metrics
 from .pipeline import PolicyLike, chain_for, check_order, compile_chain, format_chain
-from .policy import ASGIApp, Message, Receive, Scope, Send
+from .policy import ASGIApp, Message, Receive, ResponseHead, Scope, Send
 from .replies import ErrorRendering, ErrorReplies, ErrorsLike, as_replies
 from .routing import Group, Route, RouteTable
 from .upstream import Upstream
@@ -319,6 +319,11 @@ class Gateway:
             if kind == "http.response.body":
                 exchange.bytes_sent += len(message.get("body", b""))
             elif kind == "http.response.start":
+                hooks = exchange.response_hooks
+                if hooks:
+                    head = ResponseHead(message)
+                    for hook in hooks:
+                        await hook(exchange, head)
                 exchange.status = message["status"]
                 if request_id:
                     headers = list(message.get("headers", ()))

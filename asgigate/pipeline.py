@@ -113,7 +113,8 @@ def compile_chain(entries: Sequence[ChainEntry], target: Target) -> Stage:
             if policy.uses_on_request() or policy.uses_on_response():
                 run.append(policy)  # its hooks run around its own wrapper
     if run:
-        stage = HookStage(list(reversed(run)), stage)
+        # The outermost stage hands its response hooks to the gateway's own send wrapper (see HookStage).
+        stage = HookStage(list(reversed(run)), stage, outermost=True)
     return stage
 
 
@@ -165,13 +166,20 @@ def _hooked(exchange: Exchange, send: Send, hooks: Sequence[ResponseHook]) -> Se
 
 
 class HookStage:
-    """A run of consecutive hook policies."""
+    """A run of consecutive hook policies.
 
-    __slots__ = ("inner", "policies", "request_hooks", "response_hooks")
+    The outermost stage of a chain (nothing but the gateway around it) does not wrap `send`: it leaves the
+    response hooks that apply on `exchange.response_hooks`, and the gateway's send wrapper runs them on the
+    response start, one coroutine layer less per message on every request. Inner stages, inside an ASGI layer,
+    wrap `send` so that the layer sees the response as the hooks leave it.
+    """
 
-    def __init__(self, policies: list[Policy], inner: Stage) -> None:
+    __slots__ = ("inner", "outermost", "policies", "request_hooks", "response_hooks")
+
+    def __init__(self, policies: list[Policy], inner: Stage, *, outermost: bool = False) -> None:
         self.policies = policies
         self.inner = inner
+        self.outermost = outermost
         self.request_hooks = [(i, p.on_request) for i, p in enumerate(policies) if p.uses_on_request()]
         # response_hooks[i]: the response hooks of policies[:i], in reverse (the ones whose request phase ran)
         self.response_hooks: list[list[ResponseHook]] = [
@@ -201,12 +209,16 @@ class HookStage:
 
     def _send(self, exchange: Exchange, send: Send, i: int) -> Send:
         hooks = self.response_hooks[i]
-        return _hooked(exchange, send, hooks) if hooks else send
+        if not hooks:
+            return send
+        if self.outermost:
+            exchange.response_hooks = hooks
+            return send
+        return _hooked(exchange, send, hooks)
 
     @staticmethod
     async def _error(exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
         await exchange.gateway.send_error(exchange, exc, receive, send)
-
     def __repr__(self) -> str:
         return f"HookStage({self.policies!r})"
 
