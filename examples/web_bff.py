@@ -3,12 +3,13 @@
     OIDC_ISSUER=https://login.example.com OIDC_CLIENT_ID=web OIDC_CLIENT_SECRET=... \\
     SESSION_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(32))') \\
     python examples/web_bff.py               # serves on http://127.0.0.1:8000 (PORT=... to change)
+    REDIS_URL=redis://127.0.0.1:6379 ...     # sessions in Redis, shared by every replica (default: in cookies)
 
 Register ``http://127.0.0.1:8000/auth/callback`` as the client's redirect URI and ``http://127.0.0.1:8000/``
 as its post-logout redirect URI. The page at ``/`` needs a login: the browser is sent to the provider and comes
 back signed in. Its script calls ``/api/me``; the gateway forwards the call to a sample "orders API" (started
 on a free local port) with the user's access token as ``Authorization: Bearer``. The browser never sees a
-token, only an HttpOnly session cookie.
+token, only HttpOnly session cookies (the session sealed in them, or with REDIS_URL only its sealed id).
 """
 
 from __future__ import annotations
@@ -26,7 +27,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route as StarletteRoute
 
-from asgigate import Direct, Gateway, Group, OIDCLogin, Proxy, Route, SessionAuth, TokenRelay, Upstream
+from asgigate import (
+    Direct,
+    Gateway,
+    Group,
+    OIDCLogin,
+    Proxy,
+    RedisSessions,
+    Route,
+    SessionAuth,
+    TokenRelay,
+    Upstream,
+)
 from asgigate.testing import serve_in_thread
 
 PAGE = """<!doctype html>
@@ -47,11 +59,13 @@ PAGE = """<!doctype html>
 # --8<-- [start:gateway]
 class WebBFF(Gateway):
     def __init__(self, api_url: str, *, issuer: str, client_id: str, client_secret: str, secret: str,
-                 base_url: str | None = None, scope: str = "openid") -> None:
+                 base_url: str | None = None, scope: str = "openid", redis_url: str | None = None) -> None:
         super().__init__()
         self.api = Upstream(api_url, name="orders-api", timeout=5.0)
+        # Sessions are sealed into the browser's cookies by default; Redis shares them between replicas.
+        store = RedisSessions(redis_url) if redis_url else None
         self.login = OIDCLogin(issuer=issuer, client_id=client_id, client_secret=client_secret, secret=secret,
-                               base_url=base_url, scope=scope, api_paths=["/api"])
+                               base_url=base_url, scope=scope, api_paths=["/api"], store=store)
 
     def policies(self) -> list[Any]:
         # Every route needs a session (except the login's own routes), and calls upstream with its token.
@@ -71,7 +85,8 @@ def build_gateway(api_url: str, env: dict[str, str] | None = None) -> WebBFF:
     env = dict(os.environ if env is None else env)
     return WebBFF(api_url, issuer=env["OIDC_ISSUER"], client_id=env["OIDC_CLIENT_ID"],
                   client_secret=env["OIDC_CLIENT_SECRET"], secret=env["SESSION_SECRET"],
-                  base_url=env.get("BASE_URL"), scope=env.get("OIDC_SCOPE", "openid"))
+                  base_url=env.get("BASE_URL"), scope=env.get("OIDC_SCOPE", "openid"),
+                  redis_url=env.get("REDIS_URL"))
 
 
 # --- a sample upstream: an API that trusts the gateway's bearer token ---------------------------------------

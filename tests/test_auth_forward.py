@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +35,19 @@ class DecisionService:
 
     def __init__(self) -> None:
         self.calls: list[dict[str, str]] = []
-        self.app = Starlette(routes=[StarletteRoute("/verify", self.verify)])
+        self.bodies: list[tuple[str, bytes]] = []
+        self.app = Starlette(routes=[StarletteRoute("/verify", self.verify),
+                                     StarletteRoute("/verify-body", self.verify_body, methods=["POST"])])
+
+    async def verify_body(self, request: Request) -> Response:
+        """Payments up to 100 are allowed: the decision needs the body."""
+        body = await request.body()
+        self.bodies.append((request.headers.get("content-type", ""), body))
+        try:
+            amount = json.loads(body)["amount"]
+        except (ValueError, KeyError, TypeError):
+            return Response(status_code=403)
+        return Response(status_code=200 if amount <= 100 else 403, headers={"x-user-id": "alice"})
 
     async def verify(self, request: Request) -> Response:
         self.calls.append(dict(request.headers))
@@ -150,3 +165,55 @@ def test_configuration() -> None:
     assert ForwardAuth(authz, path="/v") == ForwardAuth(authz, path="/v")
     assert repr(ForwardAuth(authz, path="/v", copy=["X-User"], cache_ttl=5)) == (
         "ForwardAuth(authz/v, copy=['x-user'], cache_ttl=5)")
+
+
+class BodyGuarded(Guarded):
+    def policies(self) -> list[Any]:
+        return [ForwardAuth(self.authz, path="/verify-body", copy=["x-user-id"], **self.options)]
+
+
+def test_the_body_is_forwarded_and_replayed_to_the_upstream(decisions: tuple[DecisionService, str],
+                                                            upstream: ThreadServer) -> None:
+    service, url = decisions
+    with ThreadServer(BodyGuarded(url, upstream.url, body=4096, cache_ttl=60)) as gateway, \
+            httpx.Client(base_url=gateway.url, timeout=10) as c:
+        payment = json.dumps({"amount": 42, "note": "x" * 1000}).encode()
+        response = c.post("/pay", content=payment, headers={"content-type": "application/json"})
+        echoed = response.json()
+        assert response.status_code == 200, response.text
+        assert service.bodies[-1] == ("application/json", payment)
+        assert (echoed["body_size"], echoed["body_sha256"]) == (len(payment), hashlib.sha256(payment).hexdigest())
+        assert ["x-user-id", "alice"] in echoed["headers"]
+
+        # streamed in chunks (no Content-Length): read whole, then replayed whole
+        def chunks() -> Iterator[bytes]:
+            yield b'{"amount": 7, '
+            yield b'"note": "' + b"y" * 2000 + b'"}'
+        streamed = c.post("/pay", content=chunks(), headers={"content-type": "application/json"}).json()
+        assert streamed["body_size"] == len(service.bodies[-1][1]) == 2025
+        assert streamed["body_sha256"] == hashlib.sha256(service.bodies[-1][1]).hexdigest()
+
+        calls = len(service.bodies)
+        assert c.post("/pay", content=b'{"amount": 500}').status_code == 403
+        assert c.post("/pay", content=payment).status_code == 200  # the same body: the cached decision
+        assert c.post("/pay", content=b'{"amount": 500}').status_code == 403
+        assert len(service.bodies) == calls + 1  # decisions are keyed on the body too
+
+        # Over the limit: 413 before the service is asked, declared or streamed.
+        calls = len(service.bodies)
+        big = os.urandom(5000)
+        refused = c.post("/pay", content=big)
+        assert refused.status_code == 413 and refused.json()["code"] == "payload_too_large"
+        assert c.post("/pay", content=iter([big[:3000], big[3000:]])).status_code == 413
+        assert len(service.bodies) == calls
+
+
+def test_body_option_configuration() -> None:
+    authz = Upstream("http://authz:8080", name="authz")
+    with pytest.raises(ConfigurationError, match="body"):
+        ForwardAuth(authz, body=-1)
+    with_body = ForwardAuth(authz, body=1024)
+    assert with_body.uses_wrap() and not with_body.uses_on_request() and isinstance(with_body, ForwardAuth)
+    assert not ForwardAuth(authz).uses_wrap() and ForwardAuth(authz).uses_on_request()
+    assert with_body == ForwardAuth(authz, body=1024) != ForwardAuth(authz)
+    assert repr(with_body) == "ForwardAuth(authz/, body=1024)"

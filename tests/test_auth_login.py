@@ -146,7 +146,7 @@ async def test_memory_sessions_expire_and_stay_bounded() -> None:
 
 @pytest.mark.anyio
 async def test_refresh_is_single_flight_and_ends_refused_sessions() -> None:
-    configured = login(refresh_before=30)
+    configured = login(refresh_before=30, store=MemorySessions())
     calls: list[dict[str, str]] = []
     answers: list[dict[str, Any] | None] = [
         {"access_token": "at-2", "refresh_token": "rt-2", "expires_in": 300},
@@ -177,7 +177,7 @@ async def test_refresh_is_single_flight_and_ends_refused_sessions() -> None:
 
 @pytest.mark.anyio
 async def test_expired_token_without_refresh_token_ends_the_session() -> None:
-    configured = login()
+    configured = login(store=MemorySessions())
     session = Session(Session.new_id(), {"sub": "alice"}, "id-token", access_token="at-1",
                       expires_at=time.time() + 5)
     await configured.store.set(session, ttl=100)
@@ -185,3 +185,29 @@ async def test_expired_token_without_refresh_token_ends_the_session() -> None:
     session.expires_at = time.time() - 1
     assert await configured.access_token(session) is None
     assert await configured.store.get(session.id) is None
+
+
+@pytest.mark.anyio
+async def test_cookie_sessions_refresh_once_and_share_the_rotation_with_late_requests() -> None:
+    """Cookie sessions: each request has its own copy of the session; one refresh serves them all, and a request
+    still carrying the cookie of before the refresh gets its result instead of reusing the rotated token."""
+    configured = login(refresh_before=30)
+    calls: list[dict[str, str]] = []
+
+    async def token_request(data: dict[str, str]) -> dict[str, Any] | None:
+        calls.append(data)
+        await asyncio.sleep(0.05)
+        return {"access_token": f"at-{len(calls) + 1}", "refresh_token": f"rt-{len(calls) + 1}", "expires_in": 300}
+
+    configured._token_request = token_request  # type: ignore[method-assign]
+    original = Session(Session.new_id(), {"sub": "alice"}, "id-token", access_token="at-1", refresh_token="rt-1",
+                       expires_at=time.time() + 10)
+    copies = [original.copy() for _ in range(10)]
+    exchanges = [exchange() for _ in copies]
+    tokens = await asyncio.gather(*(configured.access_token(s, e) for s, e in zip(copies, exchanges, strict=True)))
+    assert tokens == ["at-2"] * 10 and len(calls) == 1
+    assert all(e.state["asgigate.session_cookie"] is s for s, e in zip(copies, exchanges, strict=True))
+    assert all(s.refresh_token == "rt-2" for s in copies)
+    late = original.copy()  # a request that still carries the old cookie
+    assert await configured.access_token(late, exchange()) == "at-2"
+    assert late.refresh_token == "rt-2" and len(calls) == 1

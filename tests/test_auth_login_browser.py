@@ -28,7 +28,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route as StarletteRoute
 
-from asgigate import Direct, Gateway, OIDCLogin, Proxy, Route, SessionAuth, TokenRelay, Upstream
+from asgigate import (
+    Direct,
+    Exchange,
+    Gateway,
+    OIDCLogin,
+    Proxy,
+    Route,
+    SessionAuth,
+    TokenRelay,
+    Upstream,
+)
+from asgigate.policies.auth._session import Session
 from asgigate.testing import BackgroundServer
 
 from servers import free_port
@@ -143,6 +154,11 @@ def payload(token: str) -> dict[str, Any]:
     return claims
 
 
+def session_cookies(context: Any) -> dict[str, str]:
+    return {c["name"]: c["value"] for c in context.cookies()
+            if c["name"] == "asgigate_session" or c["name"].startswith("asgigate_session.")}
+
+
 def test_login_relay_csrf_and_logout(setup: Setup, browser: Any) -> None:
     base = setup.gateway.url
     context = browser.new_context()
@@ -168,7 +184,12 @@ def test_login_relay_csrf_and_logout(setup: Setup, browser: Any) -> None:
         cookies = {cookie["name"]: cookie for cookie in context.cookies()}
         session = cookies["asgigate_session"]
         assert session["httpOnly"] and session["sameSite"] == "Lax" and not session["secure"]  # http origin
-        assert len(session["value"]) < 200 and "asgigate_session_login" not in cookies
+        assert "asgigate_session_login" not in cookies
+        # The whole session is in the cookies (the default store), sealed: no token can be read from them.
+        jar = session_cookies(context)
+        assert all(len(value) < 3800 for value in jar.values())
+        token = (setup.api.seen[-1] or "").removeprefix("Bearer ")
+        assert token and not any(token[:40] in value or token[-40:] in value for value in jar.values())
         seen = page.evaluate("fetch('/orders').then(r => r.json())")
         # (cookies do not keep to a port: the provider's own cookies on 127.0.0.1 come along, and may go on)
         assert "asgigate_session" not in (seen["cookie"] or "")
@@ -176,7 +197,6 @@ def test_login_relay_csrf_and_logout(setup: Setup, browser: Any) -> None:
         # A same-origin POST from the page passes the CSRF check; a cross-site one does not.
         posted = page.evaluate("fetch('/orders', {method: 'POST'}).then(r => r.status)")
         assert posted == 200
-        jar = {"asgigate_session": session["value"]}
         with httpx.Client(base_url=base, cookies=jar, timeout=10) as client:
             refused = client.post("/orders", headers={"origin": "https://evil.example"})
             assert refused.status_code == 403, refused.text
@@ -210,37 +230,43 @@ def test_refresh_is_single_flight_and_keeps_rotated_tokens(setup: Setup, browser
         page.goto(f"{base}/page")
         sign_in(page, "bob")
         page.wait_for_url(f"{base}/page")
-        jar = {c["name"]: c["value"] for c in context.cookies() if c["name"] == "asgigate_session"}
+        jar = session_cookies(context)
     finally:
         context.close()
     first = setup.api.seen[-1]
     assert first is not None and payload(first)["sub"] == "bob"
 
-    def call(_: int) -> str | None:
+    def call(_: int) -> httpx.Response:
         response = httpx.get(f"{base}/orders", cookies=jar, headers={"accept": "application/json"}, timeout=10)
         assert response.status_code == 200, response.text
-        return setup.api.seen[-1]
+        return response
 
     tokens = []
     for _ in range(2):  # twice: the second refresh works only with the rotated refresh token
         time.sleep(2.2)
         count = len(setup.api.seen)
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(call, range(8)))
+            responses = list(pool.map(call, range(8)))
         batch = set(setup.api.seen[count:])
         assert len(batch) == 1, "one refresh served every concurrent request"
         tokens.append(batch.pop())
+        # Each response carries the refreshed session's cookies, as a browser would keep them.
+        assert all("asgigate_session=" in r.headers.get("set-cookie", "") for r in responses)
+        jar = {name: value for name, value in responses[-1].cookies.items() if name.startswith("asgigate_session")}
     assert len({first, *tokens}) == 3
     for token in tokens:
         assert setup.verify(token)["sub"] == "bob"
 
-    # A refresh token the provider refuses ends the session cleanly: 401, and the cookie is cleared.
+    # A refresh token the provider refuses ends the session cleanly: 401, and the cookies are cleared.
     login = setup.shop.login
-    session_id = login._cipher.open(login.cookie_name, jar["asgigate_session"])["id"]
-    session = run(login.store.get(session_id))
-    assert session is not None
-    session.refresh_token, session.expires_at = "revoked", time.time() - 1
+    record = login._read_cookies(Exchange({"type": "http", "headers": [
+        (b"cookie", "; ".join(f"{k}={v}" for k, v in jar.items()).encode())]}, setup.shop))
+    assert record["r"] and record["a"] == tokens[-1].removeprefix("Bearer ")
+    record["r"], record["e"] = "revoked", time.time() - 1
+    forged = Session.from_record(record)
+    assert forged is not None
+    jar = {"asgigate_session": f"1.{login._cipher.seal(login.cookie_name, forged.record(), compress=True)}"}
     response = httpx.get(f"{base}/orders", cookies=jar, headers={"accept": "application/json"}, timeout=10)
     assert response.status_code == 401
     assert 'asgigate_session=""' in response.headers["set-cookie"]
-    assert run(login.store.get(session_id)) is None
+    assert login.store.ended(forged.id, time.time())  # this replica refuses the session's old cookies too

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,31 @@ class OpenIDProvider:
         assert body["token_type"] == "Bearer"
         token: str = body["access_token"]
         return token
+
+    def grants(self, grant_type: str) -> int:
+        """How many `grant_type` grants (``refresh_token``...) the provider has issued so far."""
+        counts: dict[str, int] = httpx.get(f"{self.url}/test/grants", timeout=10).json()
+        return counts.get(grant_type, 0)
+
+    def sign_in(self, client: httpx.Client, login_url: str, username: str) -> httpx.Response:
+        """A browser's login without the browser: from the gateway's login URL through the provider's dev login
+        form and consent page, back to the gateway's callback; the callback's response (cookies set on `client`)."""
+        response = client.get(login_url)
+        while response.is_redirect:
+            location = str(response.next_request.url) if response.next_request else response.headers["location"]
+            if "/auth/callback" in location:
+                return client.get(location)
+            if "/interaction/" in location and not location.rstrip("/").endswith(("/login", "/confirm")):
+                page = client.get(location)
+                action = re.search(r'<form[^>]*action="([^"]+)"', page.text)
+                assert action is not None, page.text
+                fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+                if 'name="login"' in page.text:
+                    fields.update(login=username, password="anything")
+                response = client.post(httpx.URL(location).join(action.group(1)), data=fields)
+                continue
+            response = client.get(location)
+        raise AssertionError(f"the login did not come back to the callback: {response.status_code} {response.text}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -6,7 +6,7 @@
 // (secret 'web-secret') uses the authorization code flow with PKCE, refresh tokens (rotated on every use) and
 // RP-initiated logout, with its redirect URIs under RP_URL; devInteractions then give the login form (any
 // username, which becomes the subject) and the consent and logout confirmation pages.
-// Prints "ready <issuer>" once listening.
+// GET /test/grants counts the successful grants by type. Prints "ready <issuer>" once listening.
 import { generateKeyPairSync, webcrypto } from 'node:crypto';
 
 // Node 18 (Debian 12's nodejs) has no global WebCrypto, which oidc-provider's JOSE library expects; the
@@ -95,6 +95,20 @@ const provider = new Provider(issuer, {
     },
   },
   extraTokenClaims: (_ctx, token) => EXTRA_CLAIMS[token.clientId],
+});
+
+// Successful grants by type, for the tests to count refreshes at the provider: GET /test/grants.
+const grants = {};
+provider.on('grant.success', (ctx) => {
+  const type = ctx.oidc.params.grant_type;
+  grants[type] = (grants[type] || 0) + 1;
+});
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/test/grants') {
+    ctx.body = grants;
+    return undefined;
+  }
+  return next();
 });
 
 const server = provider.listen(port, '127.0.0.1', () => {

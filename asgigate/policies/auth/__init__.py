@@ -17,7 +17,7 @@ from .rules import Authorize
 
 if TYPE_CHECKING:
     from .jwt import BearerAuth
-    from .oidc_login import OIDCLogin, SessionAuth, TokenRelay
+    from .oidc_login import CookieSessions, MemorySessions, OIDCLogin, RedisSessions, SessionAuth, TokenRelay
 
 __all__ = [
     "AnyAuth",
@@ -27,18 +27,21 @@ __all__ = [
     "BearerAuth",
     "ClientCredentials",
     "Consumer",
+    "CookieSessions",
     "ForwardAuth",
     "ForwardIdentity",
     "Identity",
     "IntrospectionAuth",
+    "MemorySessions",
     "OIDCLogin",
+    "RedisSessions",
     "SessionAuth",
     "TokenRelay",
     "hash_api_key",
 ]
 
 
-_LOGIN = frozenset({"OIDCLogin", "SessionAuth", "TokenRelay"})
+_LOGIN = frozenset({"CookieSessions", "MemorySessions", "OIDCLogin", "RedisSessions", "SessionAuth", "TokenRelay"})
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,9 @@
-"""Browser sessions of `OIDCLogin`: the sealed cookie, the session record and the in-memory session store.
+"""Browser sessions of `OIDCLogin`: the sealing cipher, the session record and where records live.
 
-The cookie holds only a random session id, sealed with AES-GCM (encrypted and authenticated, bound to the
-cookie's name), so it stays under 150 bytes and a client can neither read nor forge one. The tokens stay on the
-gateway, in a `SessionStore` keyed by that id: they never reach the browser, and a refresh (with a rotated
-refresh token) updates one record that every concurrent request of the session sees.
+`CookieSessions` (the default) keeps the whole record in the browser: sealed with AES-GCM (encrypted and
+authenticated, bound to the cookie's name), compressed first, and split over several cookies when large.
+`MemorySessions` and `RedisSessions` (in `_session_redis`) keep it on the gateway; the cookie then holds only
+the sealed session id. Every store sees the same `Session`; `OIDCLogin` checks the idle and absolute timeouts.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import hashlib
 import os
 import secrets
 import time
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -24,14 +25,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ...errors import ConfigurationError
 
-__all__ = ["MemorySessions", "Session", "SessionCipher", "SessionStore"]
+__all__ = ["CookieSessions", "MemorySessions", "Session", "SessionCipher", "SessionStore", "SharedSessionStore"]
+
+_COMPRESSED = b"\x00"  # plaintext marker: JSON never starts with a NUL byte
+MAX_PLAINTEXT = 1 << 20  # a sealed value never opens to more than this (decompression is bounded too)
 
 
 class SessionCipher:
-    """Seals small JSON values into cookie-safe strings (AES-256-GCM, random 96-bit nonce per value).
+    """Seals JSON values into cookie-safe strings (AES-256-GCM, random 96-bit nonce per value).
 
     The key is derived from `secret` (at least 32 bytes, or a string of at least 32 characters); the cookie name
-    is the associated data, so a value sealed for one cookie does not open as another.
+    is the associated data, so a value sealed for one cookie does not open as another. With ``compress=True``
+    the JSON is deflated before sealing when that makes it shorter.
     """
 
     def __init__(self, secret: str | bytes) -> None:
@@ -40,9 +45,14 @@ class SessionCipher:
             raise ConfigurationError("The session secret must be at least 32 bytes (secrets.token_urlsafe(32)).")
         self._aead = AESGCM(hashlib.sha256(b"asgigate session v1\0" + raw).digest())
 
-    def seal(self, purpose: str, value: Any) -> str:
+    def seal(self, purpose: str, value: Any, *, compress: bool = False) -> str:
+        plain = orjson.dumps(value)
+        if compress:
+            packed = _COMPRESSED + zlib.compress(plain, 9)
+            if len(packed) < len(plain):
+                plain = packed
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, orjson.dumps(value), purpose.encode())
+        sealed = self._aead.encrypt(nonce, plain, purpose.encode())
         return base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode()
 
     def open(self, purpose: str, text: str) -> Any:
@@ -51,21 +61,27 @@ class SessionCipher:
             data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             if len(data) < 12 + 16:
                 return None
-            return orjson.loads(self._aead.decrypt(data[:12], data[12:], purpose.encode()))
-        except (InvalidTag, ValueError, binascii.Error, orjson.JSONDecodeError):
+            plain = self._aead.decrypt(data[:12], data[12:], purpose.encode())
+            if plain.startswith(_COMPRESSED):
+                inflater = zlib.decompressobj()
+                plain = inflater.decompress(plain[1:], MAX_PLAINTEXT)
+                if inflater.unconsumed_tail:
+                    return None
+            return orjson.loads(plain)
+        except (InvalidTag, ValueError, binascii.Error, zlib.error, orjson.JSONDecodeError):
             return None
 
 
 @dataclass
 class Session:
-    """One logged-in browser: the ID token's claims and the tokens, kept on the gateway."""
+    """One logged-in browser: the ID token's claims, the tokens and the session's timestamps (epoch seconds)."""
 
     id: str
     claims: dict[str, Any]
-    id_token: str
+    id_token: str = field(repr=False)
     access_token: str | None = field(default=None, repr=False)
     refresh_token: str | None = field(default=None, repr=False)
-    expires_at: float | None = None  # of the access token (epoch seconds)
+    expires_at: float | None = None  # of the access token
     created_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
 
@@ -73,21 +89,115 @@ class Session:
     def new_id() -> str:
         return secrets.token_urlsafe(32)
 
+    def record(self) -> dict[str, Any]:
+        """The JSON form, for cookies and shared stores (short keys: it travels in every request's cookies)."""
+        record: dict[str, Any] = {"id": self.id, "c": self.claims, "i": self.id_token, "t0": self.created_at,
+                                  "t": self.last_seen}
+        for key, value in (("a", self.access_token), ("r", self.refresh_token), ("e", self.expires_at)):
+            if value is not None:
+                record[key] = value
+        return record
+
+    @classmethod
+    def from_record(cls, record: Any) -> Session | None:
+        """The session in `record`, or None when it is not one (a record of another version, say)."""
+        if not isinstance(record, dict):
+            return None
+        id_, claims, id_token = record.get("id"), record.get("c"), record.get("i")
+        created, seen = record.get("t0"), record.get("t")
+        access, refresh, expires = record.get("a"), record.get("r"), record.get("e")
+        if not (isinstance(id_, str) and isinstance(claims, dict) and isinstance(id_token, str)
+                and _number(created) and _number(seen) and (expires is None or _number(expires))
+                and isinstance(access, str | None) and isinstance(refresh, str | None)):
+            return None
+        return cls(id_, claims, id_token, access, refresh, expires, created, seen)
+
+    def adopt(self, other: Session) -> None:
+        """Take `other`'s tokens (a refresh done by another request or replica)."""
+        for name in ("id_token", "access_token", "refresh_token", "expires_at"):
+            setattr(self, name, getattr(other, name))
+
+    def copy(self) -> Session:
+        return Session(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
 
 class SessionStore(Protocol):
-    """Where sessions live between requests. One store per `OIDCLogin`; `MemorySessions` is the default."""
+    """Where sessions live on the gateway, keyed by session id (the cookie then holds only the sealed id).
+
+    `set` writes the whole record; `touch` only records activity (`last_seen`) and must not overwrite tokens that
+    another request may just have refreshed. `ttl` (seconds) is how long the store keeps an untouched record.
+    """
 
     async def get(self, session_id: str) -> Session | None: ...
 
     async def set(self, session: Session, ttl: float) -> None: ...
 
+    async def touch(self, session: Session, ttl: float) -> None: ...
+
     async def delete(self, session_id: str) -> None: ...
+
+
+@runtime_checkable
+class SharedSessionStore(SessionStore, Protocol):
+    """A store several gateway replicas share: it also holds the per-session refresh lock."""
+
+    async def lock(self, session_id: str, ttl: float) -> str | None:
+        """Take the session's refresh lock for `ttl` seconds: a token to unlock with, or None if it is taken."""
+        ...
+
+    async def unlock(self, session_id: str, token: str) -> None: ...
+
+
+class CookieSessions:
+    """The default: the whole session in the browser, sealed (AES-GCM), compressed, split over several cookies.
+
+    Cookies are ``{name}``, ``{name}.1``, ``{name}.2``... each Set-Cookie header at most `chunk_size` bytes
+    with its attributes (browsers and proxies refuse cookies over 4 KB); a session that needs more than
+    `max_chunks` cookies fails the login with 502 (use a server-side store for such tokens). Nothing is kept on
+    the gateway but a bounded list of the sessions logged out here (`remember_ended`), so that a copy of a
+    logged-out cookie opens nothing on this replica until it would have expired anyway.
+    """
+
+    def __init__(self, *, chunk_size: int = 3800, max_chunks: int = 5, remember_ended: int = 100_000) -> None:
+        if not 512 <= chunk_size <= 4096:
+            raise ConfigurationError("CookieSessions chunk_size must be between 512 and 4096 bytes.")
+        if not 1 <= max_chunks <= 20:
+            raise ConfigurationError("CookieSessions max_chunks must be between 1 and 20.")
+        self.chunk_size = chunk_size
+        self.max_chunks = max_chunks
+        self.remember_ended = remember_ended
+        self._ended: dict[str, float] = {}
+
+    def ended(self, session_id: str, now: float) -> bool:
+        until = self._ended.get(session_id)
+        if until is None:
+            return False
+        if now >= until:
+            del self._ended[session_id]
+            return False
+        return True
+
+    def end(self, session_id: str, until: float) -> None:
+        if self.remember_ended < 1:
+            return
+        self._ended.pop(session_id, None)
+        if len(self._ended) >= self.remember_ended:
+            del self._ended[next(iter(self._ended))]
+        self._ended[session_id] = until
+
+    def __repr__(self) -> str:
+        return f"CookieSessions(chunk_size={self.chunk_size}, max_chunks={self.max_chunks})"
 
 
 class MemorySessions:
     """Sessions in this process's memory: fine for one replica; they are lost when the gateway restarts.
 
     Bounded by `max_sessions` (the oldest session is dropped first); expired entries are dropped when read.
+    Every request of a session shares one `Session` object, so a refresh is seen by all of them at once.
     """
 
     def __init__(self, max_sessions: int = 100_000, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -111,6 +221,10 @@ class MemorySessions:
         if len(self._sessions) >= self.max_sessions:
             del self._sessions[next(iter(self._sessions))]
         self._sessions[session.id] = (session, self._clock() + ttl)
+
+    async def touch(self, session: Session, ttl: float) -> None:
+        if session.id in self._sessions:
+            self._sessions[session.id] = (self._sessions[session.id][0], self._clock() + ttl)
 
     async def delete(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)

@@ -6,6 +6,10 @@ A 2xx answer allows the request, and the chosen headers of that answer are copie
 the service's `WWW-Authenticate`); anything else, or no answer, refuses with 503: fail closed, unless
 `fail_open=True`. Decisions can be cached for `cache_ttl` seconds, keyed on the identity an earlier
 authenticator set (or the forwarded credentials), the method and the path.
+
+With ``body=N`` the service also receives the request body (a POST; bodies over N bytes are refused with 413
+before it is asked); the body is read once, then replayed to the target unchanged. Only then is the policy an
+ASGI layer (it needs the body stream); otherwise it is a request hook and never touches the body.
 """
 
 from __future__ import annotations
@@ -19,16 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ...errors import ConfigurationError, Forbidden, Unauthorized, UpstreamUnavailable
-from ...policy import Policy
+from ...errors import BadRequest, ConfigurationError, Forbidden, PayloadTooLarge, Unauthorized, UpstreamUnavailable
+from ...exchange import Exchange
+from ...policy import ASGIApp, Message, Policy, Receive, Scope, Send
 from ...upstream import Upstream
 from ._scope import replace_headers
 from .base import Authenticator, Identity
 
 if TYPE_CHECKING:
     from starlette.responses import Response
-
-    from ...exchange import Exchange
 
 __all__ = ["ForwardAuth"]
 
@@ -44,9 +47,14 @@ class ForwardAuth(Policy):
     closed at shutdown); `path` the URL path to call. `send` names the request headers it receives
     (``authorization`` and ``cookie`` by default); `copy` the headers of its 2xx answer set on the upstream
     request. `cache_ttl` (0: off) caches decisions; `fail_open` lets requests through when it cannot answer.
+    `body` (bytes, 0: off) forwards request bodies up to that size (larger ones get 413).
     """
 
     after = (Authenticator,)
+
+    def __new__(cls, *args: Any, body: int = 0, **options: Any) -> ForwardAuth:
+        # Forwarding bodies needs the body stream, so only then is the policy an ASGI layer (see `wrap`).
+        return super().__new__(_ForwardAuthWithBody if body and cls is ForwardAuth else cls)
 
     def __init__(
         self,
@@ -58,6 +66,7 @@ class ForwardAuth(Policy):
         cache_ttl: float = 0.0,
         cache_size: int = 10_000,
         fail_open: bool = False,
+        body: int = 0,
         timeout: float | httpx.Timeout | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -72,6 +81,9 @@ class ForwardAuth(Policy):
         for name in (*self.send, *self.copy):
             if not TOKEN.match(name):
                 raise ConfigurationError(f"ForwardAuth header name {name!r} is not a valid header name.")
+        if isinstance(body, bool) or not isinstance(body, int) or body < 0:
+            raise ConfigurationError(f"ForwardAuth body={body!r} must be a size in bytes (0: no body).")
+        self.body = body
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
         self.fail_open = fail_open
@@ -81,21 +93,28 @@ class ForwardAuth(Policy):
         # Shared decision cache, not per-request state.
         self._decisions: dict[bytes, tuple[Decision, float]] = {}
 
-    def _cache_key(self, exchange: Exchange, sent: dict[str, str]) -> bytes:
+    def _cache_key(self, exchange: Exchange, sent: dict[str, str], body: bytes | None) -> bytes:
         identity = exchange.identity
         who = f"{identity.method}:{identity.subject}:{identity.client_id}" if isinstance(identity, Identity) \
             else "\0".join(f"{k}={v}" for k, v in sorted(sent.items()))
         raw = f"{who}\0{exchange.method}\0{exchange.scope.get('raw_path', b'').decode('latin-1')}"
-        return hashlib.sha256(raw.encode("utf-8", "replace")).digest()
+        digest = hashlib.sha256(raw.encode("utf-8", "replace"))
+        if body is not None:
+            digest.update(b"\0" + hashlib.sha256(body).digest())
+        return digest.digest()
 
     async def on_request(self, exchange: Exchange) -> Response | None:
+        await self._decide(exchange, None)
+        return None
+
+    async def _decide(self, exchange: Exchange, body: bytes | None) -> None:
         sent = {name: value for name in self.send if (value := exchange.headers.get(name)) is not None}
-        key = self._cache_key(exchange, sent) if self.cache_ttl > 0 else None
+        key = self._cache_key(exchange, sent, body) if self.cache_ttl > 0 else None
         cached = self._decisions.get(key) if key is not None else None
         if cached is not None and self._clock() < cached[1]:
             decision = cached[0]
         else:
-            decision = await self._ask(exchange, sent)
+            decision = await self._ask(exchange, sent, body)
             if key is not None and decision[0] in (200, 401, 403):
                 if len(self._decisions) >= self.cache_size:
                     del self._decisions[next(iter(self._decisions))]
@@ -103,18 +122,18 @@ class ForwardAuth(Policy):
         status, copied, challenge = decision
         if status == 200:
             replace_headers(exchange, self._copy_bytes, copied)
-            return None
+            return
         if status == 401:
             raise Unauthorized("Authentication is required.", challenge=challenge)
         if status == 403:
             raise Forbidden("This request is not allowed.")
         if self.fail_open:
             replace_headers(exchange, self._copy_bytes)
-            return None
+            return
         raise UpstreamUnavailable("The request could not be authorized.", stage="forward_auth",
                                   upstream=self.upstream.name)
 
-    async def _ask(self, exchange: Exchange, sent: dict[str, str]) -> Decision:
+    async def _ask(self, exchange: Exchange, sent: dict[str, str], body: bytes | None) -> Decision:
         raw_path = exchange.scope.get("raw_path") or exchange.scope.get("path", "/").encode()
         query = exchange.scope.get("query_string", b"")
         uri = raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
@@ -129,11 +148,14 @@ class ForwardAuth(Policy):
             headers["x-forwarded-for"] = exchange.client_ip
         if exchange.request_id:
             headers["x-request-id"] = exchange.request_id
+        options: dict[str, Any] = {} if self.timeout is None else {"timeout": self.timeout}
+        if body is not None:
+            options["content"] = body
+            if (content_type := exchange.headers.get("content-type")) is not None:
+                headers["content-type"] = content_type
         try:
-            if self.timeout is not None:
-                response = await self.upstream.client.get(self.path, headers=headers, timeout=self.timeout)
-            else:
-                response = await self.upstream.client.get(self.path, headers=headers)
+            response = await self.upstream.client.request("GET" if body is None else "POST", self.path,
+                                                          headers=headers, **options)
         except httpx.HTTPError as error:
             logger.warning("forward auth at %s failed: %s", self.upstream.name, error)
             return (503, (), None)
@@ -150,13 +172,13 @@ class ForwardAuth(Policy):
         return (503, (), None)
 
     def _config(self) -> tuple[Any, ...]:
-        return (self.upstream, self.path, self.send, self.copy, self.cache_ttl, self.fail_open)
+        return (self.upstream, self.path, self.send, self.copy, self.cache_ttl, self.fail_open, self.body)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ForwardAuth) and self._config() == other._config()
 
     def __hash__(self) -> int:
-        return hash((self.upstream.url, self.path, self.send, self.copy, self.cache_ttl, self.fail_open))
+        return hash((self.upstream.url, self.path, self.send, self.copy, self.cache_ttl, self.fail_open, self.body))
 
     def __repr__(self) -> str:
         parts = [f"{self.upstream.name}{self.path}"]
@@ -166,4 +188,48 @@ class ForwardAuth(Policy):
             parts.append(f"cache_ttl={self.cache_ttl}")
         if self.fail_open:
             parts.append("fail_open=True")
+        if self.body:
+            parts.append(f"body={self.body}")
         return f"ForwardAuth({', '.join(parts)})"
+
+
+class _ForwardAuthWithBody(ForwardAuth):
+    """`ForwardAuth(..., body=N)`: reads the body (at most N bytes), asks with it, then replays it to the target."""
+
+    on_request = Policy.on_request  # the decision is made in `wrap`, where the body stream is
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        async def forward_auth(scope: Scope, receive: Receive, send: Send) -> None:
+            exchange = Exchange.of(scope)  # type: ignore[arg-type]
+            body = await self._read_body(exchange, receive)
+            await self._decide(exchange, body)
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await receive()  # after the body: the disconnect, when it comes
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await app(scope, replay, send)
+
+        return forward_auth
+
+    async def _read_body(self, exchange: Exchange, receive: Receive) -> bytes:
+        declared = exchange.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.body:
+            raise PayloadTooLarge(f"The request body is larger than {self.body} bytes.")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise BadRequest("The request body was not received completely.", internal="client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.body:
+                raise PayloadTooLarge(f"The request body is larger than {self.body} bytes.")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)

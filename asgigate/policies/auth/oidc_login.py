@@ -3,7 +3,8 @@
 Login is the authorization code flow with PKCE (S256), `state` and `nonce` (kept, sealed, in a short-lived
 cookie scoped to the callback path); the ID token is verified with the `BearerAuth` machinery (keys discovered
 from the issuer, explicit algorithm allowlist, `iss`/`aud`/`exp`/`iat`) plus the `nonce` and `azp` checks.
-The session is a sealed cookie holding a random id; the tokens stay on the gateway (see `_session`).
+The session is sealed (AES-GCM) into the session cookies by default, or kept in a server-side store with only
+its sealed id in the cookie (see `_session`).
 `SessionAuth` requires the session on a route (browsers are redirected to the login, API calls get 401) and
 checks CSRF on state-changing requests; `TokenRelay` sends the session's access token upstream, refreshed
 once per session when near expiry.
@@ -23,28 +24,41 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+from starlette.datastructures import MutableHeaders
 from starlette.responses import RedirectResponse, Response
 
 from ..._accept import negotiate
-from ...errors import BadRequest, ConfigurationError, Forbidden, InvalidToken, Unauthorized, UpstreamUnavailable
-from ...policy import Policy
+from ...errors import (
+    BadGateway,
+    BadRequest,
+    ConfigurationError,
+    Forbidden,
+    InvalidToken,
+    Unauthorized,
+    UpstreamUnavailable,
+)
+from ...policy import Policy, ResponseHead
 from ...routing import Group, Route
 from ._scope import replace_headers
-from ._session import MemorySessions, Session, SessionCipher, SessionStore
+from ._session import CookieSessions, MemorySessions, Session, SessionCipher, SessionStore, SharedSessionStore
+from ._session_redis import RedisSessions
 from .base import Authenticator, Identity
 from .jwt import BearerAuth
 
 if TYPE_CHECKING:
     from ...exchange import Exchange
 
-__all__ = ["OIDCLogin", "SessionAuth", "TokenRelay"]
+__all__ = ["CookieSessions", "MemorySessions", "OIDCLogin", "RedisSessions", "SessionAuth", "TokenRelay"]
 
 logger = logging.getLogger("asgigate.auth")
 
 SESSION_KEY = "asgigate.session"
+COOKIE_KEY = "asgigate.session_cookie"  # a Session to write into the cookies on the way out, or False: clear them
+STALE_KEY = "asgigate.stale_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 LOGIN_TTL = 600.0  # seconds a browser has to come back from the identity provider
-TOUCH_INTERVAL = 30.0  # last_seen is written back to the store at most this often
+TOUCH_INTERVAL = 30.0  # last_seen is written back to the store (or the cookie) at most this often
+REFRESH_LOCK_TTL = 10.0  # seconds a replica may hold a session's refresh lock (RedisSessions)
 
 
 class _NoAuth(httpx.Auth):
@@ -96,7 +110,7 @@ class OIDCLogin:
         idle_timeout: float = 1800.0,
         absolute_timeout: float = 8 * 3600.0,
         refresh_before: float = 60.0,
-        store: SessionStore | None = None,
+        store: SessionStore | CookieSessions | None = None,
         algorithms: Iterable[str] = ("RS256", "ES256"),
         trusted_origins: Iterable[str] = (),
         api_paths: Iterable[str] = (),
@@ -138,7 +152,7 @@ class OIDCLogin:
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
         self.refresh_before = refresh_before
-        self.store: SessionStore = store if store is not None else MemorySessions()
+        self.store: SessionStore | CookieSessions = store if store is not None else CookieSessions()
         self.trusted_origins = frozenset(origin.rstrip("/") for origin in trusted_origins)
         self.api_paths = tuple(api_paths)
         self.timeout = timeout
@@ -151,7 +165,10 @@ class OIDCLogin:
         # Shared state, not per-request: the provider's metadata and the refreshes in flight (one per session).
         self._metadata: dict[str, Any] | None = None
         self._metadata_lock: asyncio.Lock | None = None
-        self._refreshing: dict[str, asyncio.Future[str | None]] = {}
+        self._refreshing: dict[str, asyncio.Future[Session | None]] = {}
+        # Cookie sessions: the refresh just done per session (old refresh token, result, until when), for requests
+        # that still carry the cookie of before it: they take its result instead of reusing a rotated token.
+        self._rotated: dict[str, tuple[str, Session, float]] = {}
 
     # --- routes --------------------------------------------------------------------------------------------
 
@@ -215,18 +232,23 @@ class OIDCLogin:
         if not isinstance(id_token, str):
             raise Unauthorized("The identity provider did not sign you in.", internal="no id_token in the answer")
         claims = await self._verify_id_token(id_token, pending["n"])
-        previous = self._session_id(exchange)
+        previous = await self._load(exchange)
         if previous is not None:
-            await self.store.delete(previous)  # a login always starts a new session (no session fixation)
+            await self.end(previous)  # a login always starts a new session (no session fixation)
         now = self._clock()
         session = Session(Session.new_id(), claims, id_token, created_at=now, last_seen=now)
         self._take_tokens(session, tokens, now)
-        await self.store.set(session, self._ttl(session, now))
+        if not isinstance(self.store, CookieSessions):
+            await self.store.set(session, self._ttl(session, now))
+        cookies = self._session_cookies(exchange, session)
+        if cookies is None:
+            raise BadGateway("The sign-in could not be completed.", stage="oidc_session", upstream=self.issuer,
+                             internal="the tokens are too large for the session cookies: use a server-side store")
         response = RedirectResponse(_local_path(pending.get("r"), self.after_login), status_code=302)
         response.headers["cache-control"] = "no-store"
         self._delete_cookie(exchange, response, self.login_cookie, path=f"{self.prefix}/callback")
-        sealed = self._cipher.seal(self.cookie_name, {"id": session.id, "c": now})
-        self._set_cookie(exchange, response, self.cookie_name, sealed, max_age=int(self.absolute_timeout))
+        for cookie in cookies:
+            response.headers.append("set-cookie", cookie)
         return response
 
     async def logout(self, exchange: Exchange) -> Response:
@@ -243,7 +265,10 @@ class OIDCLogin:
             after = self._origin(exchange) + after
         target = after
         if session is not None:
-            metadata = await self.metadata()
+            try:
+                metadata = await self.metadata()
+            except UpstreamUnavailable:  # the local session is over anyway: the browser still goes on
+                metadata = {}
             endpoint = metadata.get("end_session_endpoint")
             if isinstance(endpoint, str):
                 query = {"id_token_hint": session.id_token, "post_logout_redirect_uri": after,
@@ -251,7 +276,8 @@ class OIDCLogin:
                 target = f"{endpoint}?{urlencode(query)}"
         response = RedirectResponse(target, status_code=302 if exchange.method == "GET" else 303)
         response.headers["cache-control"] = "no-store"
-        self._delete_cookie(exchange, response, self.cookie_name)
+        for cookie in self._clear_cookies(exchange):
+            response.headers.append("set-cookie", cookie)
         return response
 
     # --- sessions ------------------------------------------------------------------------------------------
@@ -261,52 +287,129 @@ class OIDCLogin:
         if SESSION_KEY in exchange.state:
             found: Session | None = exchange.state[SESSION_KEY]
             return found
-        session: Session | None = None
-        session_id = self._session_id(exchange)
-        if session_id is not None:
-            session = await self.store.get(session_id)
-            now = self._clock()
-            if session is not None and (now - session.last_seen > self.idle_timeout
-                                        or now - session.created_at > self.absolute_timeout):
-                await self.end(session)
-                session = None
-            elif session is not None and now - session.last_seen > TOUCH_INTERVAL:
-                session.last_seen = now
-                await self.store.set(session, self._ttl(session, now))
-            if session is None:
-                exchange.state["asgigate.stale_session"] = True
+        session = await self._load(exchange)
+        now = self._clock()
+        if session is not None and (now - session.last_seen > self.idle_timeout
+                                    or now - session.created_at > self.absolute_timeout):
+            await self.end(session)
+            session = None
+        elif session is not None and now - session.last_seen > TOUCH_INTERVAL:
+            session.last_seen = now
+            if isinstance(self.store, CookieSessions):
+                exchange.state[COOKIE_KEY] = session
+            else:
+                await self.store.touch(session, self._ttl(session, now))
+        if session is None and exchange.request.cookies.get(self.cookie_name):
+            exchange.state[STALE_KEY] = True
+            exchange.state[COOKIE_KEY] = False
         exchange.state[SESSION_KEY] = session
         return session
 
-    async def end(self, session: Session) -> None:
-        """Remove a session from the store (its cookie then opens nothing)."""
-        await self.store.delete(session.id)
+    async def _load(self, exchange: Exchange) -> Session | None:
+        """The session the request's cookies name or hold (timeouts not checked yet), or None."""
+        opened = self._read_cookies(exchange)
+        if isinstance(self.store, CookieSessions):
+            session = Session.from_record(opened)
+            if session is not None and self.store.ended(session.id, self._clock()):
+                return None
+            return session
+        if not isinstance(opened, dict) or not isinstance(opened.get("id"), str):
+            return None
+        return await self.store.get(opened["id"])
 
-    async def access_token(self, session: Session) -> str | None:
+    async def end(self, session: Session) -> None:
+        """End a session: removed from the store (with cookie sessions: refused on this replica until it would
+        have expired). The caller clears the cookies."""
+        if isinstance(self.store, CookieSessions):
+            self.store.end(session.id, session.created_at + self.absolute_timeout)
+        else:
+            await self.store.delete(session.id)
+
+    async def access_token(self, session: Session, exchange: Exchange | None = None) -> str | None:
         """The session's access token, refreshed when it is within `refresh_before` of expiry (once per session
-        however many requests need it). None when the session has no usable token any more (it is then ended)."""
+        however many requests need it). None when the session has no usable token any more (it is then ended).
+        With cookie sessions, the refreshed session goes out in `exchange`'s response cookies."""
         now = self._clock()
-        if session.access_token and (session.expires_at is None or now < session.expires_at - self.refresh_before):
+        if self._fresh(session, now):
             return session.access_token
         if session.refresh_token is None:
             if session.access_token and (session.expires_at is None or now < session.expires_at):
                 return session.access_token
             await self.end(session)  # expired, and nothing to renew it with
+            self._ended(exchange)
             return None
         flight = self._refreshing.get(session.id)
         if flight is None:
-            flight = asyncio.ensure_future(self._refresh(session))
+            flight = asyncio.ensure_future(self._refresh(session.copy()))
             self._refreshing[session.id] = flight
             flight.add_done_callback(lambda _: self._refreshing.pop(session.id, None))
-        return await asyncio.shield(flight)
+        refreshed = await asyncio.shield(flight)
+        if refreshed is None:
+            self._ended(exchange)
+            return None
+        if refreshed.access_token != session.access_token:
+            session.adopt(refreshed)
+            if exchange is not None and isinstance(self.store, CookieSessions):
+                exchange.state[COOKIE_KEY] = session
+        return session.access_token
 
-    async def _refresh(self, session: Session) -> str | None:
+    def _fresh(self, session: Session, now: float) -> bool:
+        return bool(session.access_token) and (session.expires_at is None
+                                               or now < session.expires_at - self.refresh_before)
+
+    def _ended(self, exchange: Exchange | None) -> None:
+        if exchange is not None:
+            exchange.state[SESSION_KEY] = None
+            exchange.state[STALE_KEY] = True
+            exchange.state[COOKIE_KEY] = False
+
+    async def _refresh(self, session: Session) -> Session | None:
+        """One refresh of `session` (a copy), for this process's requests: with a shared store, under the
+        session's lock, so that one replica refreshes and the others take its result from the store."""
+        store = self.store
+        if isinstance(store, CookieSessions):
+            rotated = self._rotated.get(session.id)
+            if rotated is not None and rotated[0] == session.refresh_token and self._clock() < rotated[2]:
+                return rotated[1]  # this request carries the cookie of before the refresh done just now
+            old = session.refresh_token
+            refreshed = await self._refresh_at_idp(session)
+            if refreshed is not None and old is not None and refreshed.refresh_token != old:
+                now = self._clock()
+                if len(self._rotated) >= 10_000:
+                    del self._rotated[next(iter(self._rotated))]
+                until = min(refreshed.expires_at or now + 60.0, now + 300.0)
+                self._rotated[session.id] = (old, refreshed.copy(), until)
+            return refreshed
+        if not isinstance(store, SharedSessionStore):
+            return await self._refresh_at_idp(session)
+        deadline = self._clock() + REFRESH_LOCK_TTL + 5.0
+        while (token := await store.lock(session.id, REFRESH_LOCK_TTL)) is None:
+            await asyncio.sleep(0.05)  # another replica refreshes: its result will be in the store
+            current = await store.get(session.id)
+            if current is None:
+                return None
+            if current.refresh_token != session.refresh_token or self._fresh(current, self._clock()):
+                return current
+            if self._clock() > deadline:
+                raise UpstreamUnavailable("The session could not be renewed.", stage="oidc_refresh_lock",
+                                          upstream=self.issuer)
+        try:
+            current = await store.get(session.id)  # again, under the lock: the refresh may just have been done
+            if current is None:
+                return None
+            if current.refresh_token != session.refresh_token or self._fresh(current, self._clock()):
+                return current
+            return await self._refresh_at_idp(current)
+        finally:
+            await store.unlock(session.id, token)
+
+    async def _refresh_at_idp(self, session: Session) -> Session | None:
         try:
             tokens = await self._token_request({"grant_type": "refresh_token", "refresh_token": session.refresh_token
                                                 or ""})
         except UpstreamUnavailable:
             if session.access_token and session.expires_at is not None and self._clock() < session.expires_at:
-                return session.access_token  # the IdP is down: the current token still works for a while
+                return session  # the IdP is down: the current token still works for a while
             raise
         if tokens is None:  # the refresh token was refused (revoked, expired, reused): the session is over
             logger.info("refresh refused; ending session of %s", session.claims.get("sub"))
@@ -314,8 +417,9 @@ class OIDCLogin:
             return None
         now = self._clock()
         self._take_tokens(session, tokens, now)
-        await self.store.set(session, self._ttl(session, now))
-        return session.access_token
+        if not isinstance(self.store, CookieSessions):
+            await self.store.set(session, self._ttl(session, now))
+        return session
 
     def _take_tokens(self, session: Session, tokens: Mapping[str, Any], now: float) -> None:
         access = tokens.get("access_token")
@@ -332,13 +436,6 @@ class OIDCLogin:
     def _ttl(self, session: Session, now: float) -> float:
         remaining = self.absolute_timeout - (now - session.created_at)
         return max(1.0, min(self.idle_timeout + TOUCH_INTERVAL, remaining))
-
-    def _session_id(self, exchange: Exchange) -> str | None:
-        opened = self._open(exchange, self.cookie_name)
-        if not isinstance(opened, dict) or not isinstance(opened.get("id"), str):
-            return None
-        session_id: str = opened["id"]
-        return session_id
 
     def _open(self, exchange: Exchange, name: str) -> Any:
         value = exchange.request.cookies.get(name)
@@ -366,12 +463,16 @@ class OIDCLogin:
                 target += "?" + exchange.scope["query_string"].decode("latin-1")
             response = RedirectResponse(f"{self.login_path}?{urlencode({'return_to': target})}", status_code=302)
             response.headers["cache-control"] = "no-store"
-            if exchange.state.get("asgigate.stale_session"):
-                self._delete_cookie(exchange, response, self.cookie_name)
+            if exchange.state.get(STALE_KEY):
+                exchange.state.pop(COOKIE_KEY, None)
+                for cookie in self._clear_cookies(exchange):
+                    response.headers.append("set-cookie", cookie)
             return response
         headers = {}
-        if exchange.state.get("asgigate.stale_session"):
-            headers["set-cookie"] = self._expired_cookie(exchange)
+        if exchange.state.get(STALE_KEY):
+            # (an error reply has room for one Set-Cookie: without the first cookie, the others open nothing;
+            # a response hook of SessionAuth or TokenRelay, where one runs, clears them all)
+            headers["set-cookie"] = self._cookie(exchange, self.cookie_name, "", max_age=0)
         raise Unauthorized("Sign in first.", challenge=self.challenge, headers=headers)
 
     @property
@@ -481,10 +582,81 @@ class OIDCLogin:
         response.delete_cookie(name, path=path, domain=self.cookie_domain, secure=self._secure(exchange),
                                httponly=True, samesite=self.cookie_samesite)  # type: ignore[arg-type]
 
-    def _expired_cookie(self, exchange: Exchange) -> str:
+    def _cookie(self, exchange: Exchange, name: str, value: str, *, max_age: int) -> str:
+        """One Set-Cookie header value with the session cookies' attributes (max_age 0 deletes the cookie)."""
         probe = Response()
-        self._delete_cookie(exchange, probe, self.cookie_name)
+        if max_age <= 0:
+            self._delete_cookie(exchange, probe, name)
+        else:
+            self._set_cookie(exchange, probe, name, value, max_age=max_age)
         return probe.headers["set-cookie"]
+
+    def _chunk_names(self, exchange: Exchange) -> list[str]:
+        """The session cookies the request carries: ``{name}`` and ``{name}.1``, ``{name}.2``..."""
+        prefix = self.cookie_name + "."
+        return [name for name in exchange.request.cookies
+                if name == self.cookie_name or (name.startswith(prefix) and name[len(prefix):].isdigit())]
+
+    def _read_cookies(self, exchange: Exchange) -> Any:
+        """The value sealed across the session cookies (``{name}`` holds ``count.part``), or None when any part
+        is missing, reordered or tampered with."""
+        first = exchange.request.cookies.get(self.cookie_name)
+        if not first:
+            return None
+        count, _, part = first.partition(".")
+        if not count.isdigit() or not 1 <= int(count) <= self._max_chunks:
+            return None
+        parts = [part]
+        for index in range(1, int(count)):
+            chunk = exchange.request.cookies.get(f"{self.cookie_name}.{index}")
+            if not chunk:
+                return None
+            parts.append(chunk)
+        return self._cipher.open(self.cookie_name, "".join(parts))
+
+    @property
+    def _max_chunks(self) -> int:
+        return self.store.max_chunks if isinstance(self.store, CookieSessions) else 1
+
+    def _session_cookies(self, exchange: Exchange, session: Session) -> list[str] | None:
+        """The Set-Cookie values that carry `session` (the whole record, or its id with a server-side store),
+        and that delete the request's session cookies no longer needed. None when it does not fit."""
+        now = self._clock()
+        max_age = max(1, int(session.created_at + self.absolute_timeout - now))
+        if isinstance(self.store, CookieSessions):
+            sealed = self._cipher.seal(self.cookie_name, session.record(), compress=True)
+            longest = f"{self.cookie_name}.{self.store.max_chunks}"
+            room = self.store.chunk_size - len(self._cookie(exchange, longest, "x", max_age=max_age)) - 3
+            parts = [sealed[i:i + room] for i in range(0, len(sealed), room)]
+            if len(parts) > self.store.max_chunks:
+                logger.warning("session of %s needs %d cookies (max_chunks=%d)", session.claims.get("sub"),
+                               len(parts), self.store.max_chunks)
+                return None
+        else:
+            parts = [self._cipher.seal(self.cookie_name, {"id": session.id})]
+        names = [self.cookie_name] + [f"{self.cookie_name}.{i}" for i in range(1, len(parts))]
+        cookies = [self._cookie(exchange, name, f"{len(parts)}.{part}" if i == 0 else part, max_age=max_age)
+                   for i, (name, part) in enumerate(zip(names, parts, strict=True))]
+        cookies += [self._cookie(exchange, name, "", max_age=0) for name in self._chunk_names(exchange)
+                    if name not in names]
+        return cookies
+
+    def _clear_cookies(self, exchange: Exchange) -> list[str]:
+        return [self._cookie(exchange, name, "", max_age=0) for name in self._chunk_names(exchange)]
+
+    def write_cookies(self, exchange: Exchange, headers: MutableHeaders) -> None:
+        """On the way out: the session cookies changed by this request (a refresh, recorded activity, an end)."""
+        pending = exchange.state.pop(COOKIE_KEY, None)
+        if pending is None:
+            return
+        cookies = self._session_cookies(exchange, pending) if isinstance(pending, Session) else None
+        if cookies is None:  # the session ended (or outgrew the cookies: it ends too)
+            cookies = self._clear_cookies(exchange)
+        for cookie in cookies:
+            headers.append("set-cookie", cookie)
+        cache_control = headers.get("cache-control", "")
+        if "no-store" not in cache_control and "private" not in cache_control:
+            headers["cache-control"] = "no-store"  # a shared cache must never keep (and hand out) a session
 
     def __repr__(self) -> str:
         return f"OIDCLogin(issuer={self.issuer!r}, client_id={self.client_id!r}, prefix={self.prefix!r})"
@@ -531,11 +703,17 @@ class SessionAuth(Authenticator):
         exchange.identity = identity
         return None
 
+    async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
+        self.login.write_cookies(exchange, head.headers)
+
     def _strip_cookies(self, exchange: Exchange) -> None:
         cookie = exchange.headers.get("cookie")
         if cookie is None:
             return
-        kept = [part for part in cookie.split(";") if part.strip().partition("=")[0] not in self._cookies]
+        prefix = self.login.cookie_name + "."
+        kept = [part for part in cookie.split(";")
+                if (name := part.strip().partition("=")[0]) not in self._cookies
+                and not (name.startswith(prefix) and name[len(prefix):].isdigit())]
         add = [(b"cookie", ";".join(kept).strip().encode("latin-1"))] if kept else []
         replace_headers(exchange, [b"cookie"], add)
 
@@ -569,13 +747,14 @@ class TokenRelay(Policy):
         session: Session | None = exchange.state.get(SESSION_KEY)
         if session is None:
             return None
-        token = await self.login.access_token(session)
+        token = await self.login.access_token(session, exchange)
         if token is None:
-            exchange.state[SESSION_KEY] = None
-            exchange.state["asgigate.stale_session"] = True
             return self.login.refuse(exchange)
         replace_headers(exchange, [b"authorization"], [(b"authorization", f"Bearer {token}".encode("latin-1"))])
         return None
+
+    async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
+        self.login.write_cookies(exchange, head.headers)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TokenRelay) and self.login is other.login
