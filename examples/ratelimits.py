@@ -93,7 +93,8 @@ class PublicAPI(Gateway):
             Group("/api", [
                 Route("/products", Proxy(self.catalog, strip_prefix="/api")),
                 Route("/reports/{name}", Proxy(self.catalog, strip_prefix="/api"),
-                      policies=[ConcurrencyLimit(2, key=by_subject)]),
+                      # two reports at a time per consumer: across every worker when the store is Redis
+                      policies=[ConcurrencyLimit(2, key=by_subject, store=self.store, name="reports")]),
             ], policies=[plans]),
         ]
 # --8<-- [end:gateway]

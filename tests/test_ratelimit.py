@@ -282,10 +282,17 @@ def test_configuration_is_checked_and_comparable() -> None:
         RateLimitStore("postgres://db")
     with pytest.raises(ConfigurationError, match="on_failure"):
         RateLimitStore("redis://r", on_failure="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="retry_interval"):
+        RateLimitStore("redis://r", retry_interval=0)
+    with pytest.raises(ConfigurationError, match="on_change"):
+        RateLimitStore("redis://r", on_change="metrics")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="missing_key"):
         RateLimit("1/second", missing_key="reject")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="positive"):
         ConcurrencyLimit(0)
+    with pytest.raises(ConfigurationError, match="lease"):
+        ConcurrencyLimit(1, store="redis://r", lease=0)
+    assert ConcurrencyLimit(1, store="memory://").store is None  # in memory: the slots of this process
     assert Limit("10/second") == Limit("10 per second")
     assert Limit("10/second") != Limit("10/second", strategy="moving-window")
     assert repr(Limit("5/day", quota=True)) == "Limit('5/day', quota=True)"

@@ -1,15 +1,15 @@
 """Where rate limit counters live: a `limits` async storage behind a timeout, a failure setting and a fallback.
 
-While the store fails (an error, or no answer within `timeout`), the store is marked down for `retry_interval`
-seconds: requests do not touch it, they follow `on_failure` right away, so a dead Redis costs nothing more than
-the one failed call. After the interval the next request tries the store again; success marks it up.
+When a store call fails (an error, or no answer within `timeout`), the store is marked unhealthy: from then on
+requests do not touch it, they follow `on_failure` at once, so a dead or hung Redis costs only the calls that
+were in flight when it failed. A background task probes the store every `retry_interval` seconds (connecting
+and loading the scripts, bounded by `connect_timeout`); when it answers, the store is healthy again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
@@ -90,9 +90,11 @@ def _warmed_up(operation: Callable[[Storage], Awaitable[T]]) -> Callable[[Storag
         from limits import RateLimitItemPerSecond
         from limits.aio import strategies
 
-        item = RateLimitItemPerSecond(1, namespace="asgigate-warmup")
-        for strategy in (strategies.FixedWindowRateLimiter, strategies.MovingWindowRateLimiter,
-                         strategies.SlidingWindowCounterRateLimiter):
+        for name, strategy in (("fixed", strategies.FixedWindowRateLimiter),
+                               ("moving", strategies.MovingWindowRateLimiter),
+                               ("sliding", strategies.SlidingWindowCounterRateLimiter)):
+            # a key per strategy: processes warming up at once must not meet a key of another type (WRONGTYPE)
+            item = RateLimitItemPerSecond(1, namespace=f"asgigate-warmup-{name}")
             try:
                 limiter = strategy(storage)
             except NotImplementedError:  # a store without this strategy (memcached: no moving window)
@@ -107,6 +109,8 @@ def _warmed_up(operation: Callable[[Storage], Awaitable[T]]) -> Callable[[Storag
 
 _SETTINGS = frozenset({"uri", "timeout", "connect_timeout", "on_failure", "retry_interval", "options", "remote"})
 
+StoreListener = Callable[["RateLimitStore", bool], None]
+
 
 class RateLimitStore:
     """``RateLimitStore("redis://10.0.0.5:6379", timeout=0.1, on_failure="local")``; the default is in memory.
@@ -116,13 +120,15 @@ class RateLimitStore:
     storage class. `timeout` bounds every store call (seconds), except the first one of a new client, which
     connects and loads the scripts (`connect_timeout`). `on_failure` says what a request does while the
     store is unavailable: ``"local"`` counts in this process's memory instead, ``"open"`` admits it uncounted,
-    ``"closed"`` refuses it (503). `failures` and `fallbacks` count what happened, for metrics.
+    ``"closed"`` refuses it (503). For metrics: `healthy`, `outages` (times it went down), `failures` (failed
+    calls), `fallbacks` (decisions made without it), `last_error`, and `on_change(store, healthy)`, called
+    at every transition.
     """
 
     __slots__ = (
-        "_down_until",
         "_fallback",
         "_loop",
+        "_probe",
         "_storage",
         "_warm",
         "_warming",
@@ -130,9 +136,12 @@ class RateLimitStore:
         "counters",
         "failures",
         "fallbacks",
+        "healthy",
         "last_error",
+        "on_change",
         "on_failure",
         "options",
+        "outages",
         "remote",
         "retry_interval",
         "timeout",
@@ -150,6 +159,7 @@ class RateLimitStore:
         on_failure: OnFailure = "local",
         retry_interval: float = 1.0,
         options: Mapping[str, Any] | None = None,
+        on_change: StoreListener | None = None,
     ) -> None:
         require_limits()
         from limits._storage_scheme import SCHEMES
@@ -161,8 +171,10 @@ class RateLimitStore:
             raise ConfigurationError(f"rate limit store {uri!r}: unknown scheme; known: {', '.join(known)}")
         if on_failure not in ("local", "open", "closed"):
             raise ConfigurationError(f"rate limit store on_failure={on_failure!r}: use 'local', 'open' or 'closed'.")
-        if not timeout > 0 or not connect_timeout > 0 or not retry_interval >= 0:
-            raise ConfigurationError("rate limit store timeouts must be > 0 and retry_interval >= 0 seconds.")
+        if not timeout > 0 or not connect_timeout > 0 or not retry_interval > 0:
+            raise ConfigurationError("rate limit store timeouts and retry_interval must be > 0 seconds.")
+        if on_change is not None and not callable(on_change):
+            raise ConfigurationError(f"rate limit store on_change={on_change!r} is not callable.")
         self.uri = full
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
@@ -170,6 +182,9 @@ class RateLimitStore:
         self.retry_interval = float(retry_interval)
         self.options = MappingProxyType(dict(options or {}))
         self.remote = not full.startswith("async+memory:")
+        self.on_change = on_change
+        self.healthy = True
+        self.outages = 0
         self.failures = 0
         self.last_error: str | None = None
         self.fallbacks = 0
@@ -178,9 +193,11 @@ class RateLimitStore:
         # the memory store's fixed windows are counted here, without the storage's locks and awaits
         self.counters = FixedWindowCounters() if not self.remote else None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._down_until = 0.0
         self._warm = False
         self._warming = None
+        self._probe: asyncio.Task[None] | None = None
+        if self.remote:
+            self._new_storage()  # a missing client library or a bad URI fails now, not at the first request
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _SETTINGS and hasattr(self, name):
@@ -189,30 +206,53 @@ class RateLimitStore:
 
     @property
     def down(self) -> bool:
-        return self._down_until > time.monotonic()
+        return not self.healthy
+
+    def _new_storage(self) -> Storage:
+        from limits.aio.storage import Storage
+        from limits.errors import ConfigurationError as LimitsConfigurationError
+        from limits.storage import storage_from_string
+
+        options = dict(self.options)
+        # coredis retries a command after a connection error or timeout by default: a rate limit script that did
+        # run would then count twice. A failed call is handled here (on_failure) instead.
+        coredis = self.uri.startswith("async+redis") and options.get("implementation") in (None, "coredis")
+        sentinel = self.uri.startswith("async+redis+sentinel")
+        if coredis and not sentinel:
+            from coredis.exceptions import ClusterDownError
+            from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
+
+            cluster = self.uri.startswith("async+redis+cluster")
+            # a cluster that is down did not run the command: that one is safe to retry
+            options.setdefault("retry_policy", ConstantRetryPolicy((ClusterDownError,), 2, 0.05)
+                               if cluster else NoRetryPolicy())
+        try:
+            storage = storage_from_string(self.uri, **options)
+        except (LimitsConfigurationError, ValueError, TypeError) as exc:  # a missing client library, a bad URI
+            raise ConfigurationError(f"rate limit store {self.display()!r}: {exc}") from None
+        if not isinstance(storage, Storage):
+            raise ConfigurationError(f"rate limit store {self.display()!r} is not an async storage.")
+        if coredis and sentinel and "retry_policy" not in options:  # Sentinel's clients take no retry_policy
+            from coredis.retry import NoRetryPolicy
+
+            bridge: Any = getattr(storage, "bridge", None)
+            for client in (getattr(bridge, "storage", None), getattr(bridge, "storage_replica", None)):
+                if client is not None:
+                    client.retry_policy = NoRetryPolicy()
+        return storage
 
     def storage(self) -> Storage:
         """The storage client, created on first use in the running event loop (clients belong to one loop)."""
         loop = asyncio.get_running_loop()
         if self._storage is None or self._loop is not loop:
-            from limits.aio.storage import Storage
-            from limits.storage import storage_from_string
-
-            options = dict(self.options)
-            coredis = options.get("implementation") in (None, "coredis")
-            if self.uri.startswith(("async+redis", "async+rediss")) and coredis:
-                # coredis retries a command after a connection error or timeout by default: a rate limit script
-                # that did run would then count twice. A failed call is handled here (on_failure) instead.
-                from coredis.retry import NoRetryPolicy
-
-                options.setdefault("retry_policy", NoRetryPolicy())
-            storage = storage_from_string(self.uri, **options)
-            if not isinstance(storage, Storage):
-                raise ConfigurationError(f"rate limit store {self.uri!r} is not an async storage.")
-            self._storage = storage
+            self._storage = self._new_storage()
             self._warm = False
+            self._warming = asyncio.Lock()
             self._fallback = None
+            self._probe = None
             self._loop = loop
+            if not self.healthy:  # it failed in another event loop: probe it in this one
+                self._start_probe()
         return self._storage
 
     def fallback(self) -> MemoryStorage:
@@ -227,47 +267,91 @@ class RateLimitStore:
         """Run `operation` on the store; (result, True) or, while the store is unavailable, (None, False)."""
         if not self.remote:
             return await operation(self.storage()), True
-        if self._down_until:
-            if self._down_until > time.monotonic():
-                self.fallbacks += 1
-                return None, False
+        if not self.healthy:
+            if self._loop is not asyncio.get_running_loop():
+                self.storage()  # a new event loop: a client and a probe of its own
+            self.fallbacks += 1
+            return None, False
+        storage = self.storage()
         if not self._warm:
             # The first call of a client connects and loads the scripts, which takes longer: one request does it
-            # (with connect_timeout) while the others of the first burst wait for it instead of piling up.
-            if self._warming is None or self._loop is not asyncio.get_running_loop():
-                self.storage()
-                self._warming = asyncio.Lock()
-            async with self._warming:
+            # (within connect_timeout) while the others of the first burst wait for it instead of piling up.
+            assert self._warming is not None
+            try:
+                async with asyncio.timeout(max(self.timeout, self.connect_timeout)):
+                    await self._warming.acquire()
+            except TimeoutError:
+                self.fallbacks += 1
+                return None, False
+            try:
+                if not self.healthy:  # the request that held the lock found the store down: do not try again
+                    self.fallbacks += 1
+                    return None, False
                 if not self._warm:
-                    return await self._attempt(_warmed_up(operation), max(self.timeout, self.connect_timeout))
-        return await self._attempt(operation, self.timeout)
+                    return await self._attempt(_warmed_up(operation), storage,
+                                               max(self.timeout, self.connect_timeout))
+            finally:
+                self._warming.release()
+        return await self._attempt(operation, storage, self.timeout)
 
-    async def _attempt(self, operation: Callable[[Storage], Awaitable[T]], limit: float) -> tuple[T | None, bool]:
+    async def _attempt(
+        self, operation: Callable[[Storage], Awaitable[T]], storage: Storage, limit: float
+    ) -> tuple[T | None, bool]:
         try:
             async with asyncio.timeout(limit):
-                result = await operation(self.storage())
+                result = await operation(storage)
         except Exception as exc:  # any failure of the store client: a refused connection, a timeout, a bad reply
             self.failures += 1
             self.fallbacks += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            if not self._down_until:
-                logger.warning("rate limit store %s unavailable (%s: %s); on_failure=%s", self.display(),
-                               type(exc).__name__, exc, self.on_failure)
-            self._down_until = time.monotonic() + self.retry_interval
+            self.last_error = _describe(exc)
             self._warm = False  # a restarted server has lost its scripts: load them again first
+            if self.healthy:
+                self._change(False)
             return None, False
         self._warm = True
-        if self._down_until:
-            self._down_until = 0.0
-            logger.warning("rate limit store %s is available again", self.display())
         return result, True
+
+    def _change(self, healthy: bool) -> None:
+        self.healthy = healthy
+        if healthy:
+            logger.warning("rate limit store %s is available again", self.display())
+        else:
+            self.outages += 1
+            logger.warning("rate limit store %s unavailable (%s); on_failure=%s, retrying every %ss",
+                           self.display(), self.last_error, self.on_failure, self.retry_interval)
+            self._start_probe()
+        if self.on_change is not None:
+            try:
+                self.on_change(self, healthy)
+            except Exception:  # a broken metrics hook must not break rate limiting
+                logger.exception("rate limit store on_change hook failed")
+
+    def _start_probe(self) -> None:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_healthy())
+
+    async def _probe_until_healthy(self) -> None:
+        """Every `retry_interval`, connect and load the scripts; when that works, the store is healthy again."""
+
+        async def nothing(storage: Storage) -> None:
+            return None
+
+        while not self.healthy:
+            await asyncio.sleep(self.retry_interval)
+            storage = self.storage()
+            try:
+                async with asyncio.timeout(max(self.timeout, self.connect_timeout)):
+                    await _warmed_up(nothing)(storage)
+            except Exception as exc:
+                self.last_error = _describe(exc)
+                continue
+            self._warm = True
+            self._change(True)
 
     def display(self) -> str:
         parts = urllib.parse.urlsplit(self.uri.removeprefix("async+"))
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return f"{parts.scheme}://{netloc}"  # never the password
+        hosts = parts.netloc.rpartition("@")[2]  # never the password; several hosts for Cluster and Sentinel
+        return f"{parts.scheme}://{hosts}"
 
     def _fields(self) -> tuple[Any, ...]:
         return (self.uri, self.timeout, self.connect_timeout, self.on_failure, self.retry_interval, dict(self.options))
@@ -278,8 +362,15 @@ class RateLimitStore:
     def __hash__(self) -> int:
         return hash((self.uri, self.timeout, self.on_failure, self.retry_interval))
 
+
     def __repr__(self) -> str:
         if not self.remote:
             return "RateLimitStore('memory://')"
         return (f"RateLimitStore({self.display()!r}, timeout={self.timeout}, on_failure={self.on_failure!r}, "
                 f"retry_interval={self.retry_interval})")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "TimeoutError: no answer in time"
+    return f"{type(exc).__name__}: {exc}"

@@ -205,6 +205,7 @@ class RateLimit(Policy):
         self._key_function = self.key.function
         self._simple_ids = f"{self.name}/" if not per_route and plan is None else ""  # ids = this + key value
         self._resets: dict[str, float] = {}  # window ends of remote fixed windows, so INCR is the only call
+        self._fallback_resets: dict[str, float] = {}  # the same, for the fallback while the store is down
 
     # --- the request ----------------------------------------------------------------------------------------
 
@@ -257,9 +258,7 @@ class RateLimit(Policy):
                 if count > limit.amount and stop_on_refusal and not limit.dry_run:
                     break
         else:
-            resets = self._resets
-
-            async def decide(storage: Storage) -> list[_Outcome]:
+            async def decide(storage: Storage, resets: dict[str, float] = self._resets) -> list[_Outcome]:
                 found = []
                 for limit in limits:
                     outcome = await _hit(storage, limit, ids, cost, fast, resets)
@@ -275,7 +274,7 @@ class RateLimit(Policy):
                 if store.on_failure == "closed":
                     raise RequestTerminated("Rate limiting is unavailable; try again shortly.", status=503,
                                             reason="ratelimit_store_unavailable", headers={"retry-after": "1"})
-                result = await decide(store.fallback())
+                result = await decide(store.fallback(), self._fallback_resets)
             outcomes = result
         refused = None
         tightest = outcomes[0]
