@@ -1,0 +1,277 @@
+"""Protection of a GraphQL route: document limits, cost analysis (measure, enforce, cost-based rate limit),
+automatic persisted queries and safelists; through a real server, with a REST backend counting calls."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import strawberry
+from graphql import parse
+from strawberry.types import Info
+
+from asgigate import (
+    ConfigurationError,
+    Exchange,
+    Gateway,
+    Policy,
+    RateLimit,
+    ResponseHead,
+    Route,
+    Upstream,
+    by_client_ip,
+)
+from asgigate.graphql import GraphQL, GraphQLContext, GraphQLCost, GraphQLLimits, PersistedQueries, Safelist
+
+from servers import ThreadServer
+
+HERE = Path(__file__).resolve().parent / "graphql"
+GQL = "application/graphql-response+json"
+
+
+def load_rest() -> Any:
+    spec = importlib.util.spec_from_file_location("graphql_tests_rest_service", HERE / "rest_service.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@strawberry.type
+class Item:
+    id: int
+
+    @strawberry.field
+    def children(self, first: int = 5) -> list[Item]:
+        return [Item(id=self.id * 10 + n) for n in range(first)]
+
+    @strawberry.field
+    def parent(self) -> Item:
+        return Item(id=self.id // 10)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def item(self, id: int = 1) -> Item:
+        return Item(id=id)
+
+    @strawberry.field
+    def items(self, first: int = 10) -> list[Item]:
+        return [Item(id=n) for n in range(first)]
+
+    @strawberry.field
+    async def user_name(self, info: Info[GraphQLContext, None], id: int = 1) -> str:
+        return (await info.context.rest("users", "/users/{id}", id=id))["name"]  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def cost(self, info: Info[GraphQLContext, None]) -> int | None:
+        return info.context.cost
+
+    @strawberry.field
+    def hello(self) -> str:
+        return "world"
+
+
+schema = strawberry.Schema(query=Query)
+SAFE = ["query Hello { hello }", "query Item($id: Int!) { item(id: $id) { id } }"]
+LIMITED = RateLimit("20/minute", key=by_client_ip, name="graphql-cost")
+
+
+class CostHeader(Policy):
+    """What a logging or billing policy would do with the cost: here, report it in a header."""
+
+    async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
+        head.headers["x-graphql-cost"] = str(exchange.state.get("graphql.cost"))
+
+
+@pytest.fixture(scope="module")
+def rest() -> Iterator[Any]:
+    app = load_rest().make_app()
+    with ThreadServer(app) as server:
+        server.app = app  # type: ignore[attr-defined]
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(rest: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    manifest = tmp_path_factory.mktemp("pq") / "manifest.json"
+    manifest.write_bytes(orjson.dumps({"format": "apollo-persisted-query-manifest", "version": 1, "operations": [
+        {"id": hashlib.sha256(q.encode()).hexdigest(), "name": q.split()[1], "type": "query", "body": q}
+        for q in SAFE]}))
+    users = Upstream(rest.url, name="users")
+
+    class BFF(Gateway):
+        def routes(self) -> list[Route]:
+            return [
+                Route("/limited", GraphQL(schema, upstreams=[users], limits=GraphQLLimits(
+                    max_depth=3, max_aliases=2, max_root_fields=3, max_tokens=60, max_body_size=2000))),
+                Route("/cost", GraphQL(schema, upstreams=[users], cost=GraphQLCost(
+                    maximum=100, field_costs={"Query.userName": 20}, list_sizes={"Query.items": 10})),
+                      policies=[CostHeader()]),
+                Route("/measure", GraphQL(schema, cost=GraphQLCost(maximum=10, mode="measure"))),
+                Route("/charged", GraphQL(schema, cost=GraphQLCost(rate_limit=LIMITED, expose=False))),
+                Route("/apq", GraphQL(schema, persisted=PersistedQueries())),
+                Route("/safe", GraphQL(schema, upstreams=[users], persisted=Safelist(manifest))),
+                Route("/safe-ids", GraphQL(schema, persisted=Safelist(SAFE, allow_text=False))),
+            ]
+
+    with ThreadServer(BFF(access_log=False)) as server:
+        yield server.url
+
+
+def post(gateway: str, path: str, payload: dict[str, Any]) -> httpx.Response:
+    return httpx.post(gateway + path, json=payload, headers={"accept": GQL}, timeout=10)
+
+
+def code_of(response: httpx.Response) -> str:
+    return response.json()["errors"][0]["extensions"]["code"]  # type: ignore[no-any-return]
+
+
+# --- limits -------------------------------------------------------------------------------------------
+
+def test_depth_limit(gateway: str) -> None:
+    assert post(gateway, "/limited", {"query": "{ item { parent { parent { id } } } }"}).status_code == 200
+    deep = post(gateway, "/limited", {"query": "{ item { parent { parent { parent { id } } } } }"})
+    assert deep.status_code == 400
+    assert "exceeds maximum operation depth" in deep.json()["errors"][0]["message"]
+    fragment = post(gateway, "/limited", {"query": "{ item { ...F } } fragment F on Item { parent { parent { "
+                                                   "parent { id } } } }"})
+    assert fragment.status_code == 400
+
+
+def test_alias_and_root_field_limits(gateway: str) -> None:
+    aliases = post(gateway, "/limited", {"query": "{ a: hello b: hello c: hello }"})
+    assert aliases.status_code == 400
+    assert "aliases" in aliases.json()["errors"][0]["message"]
+    roots = post(gateway, "/limited", {"query": "{ hello item { id } items { id } ...on Query { cost } }"})
+    assert roots.status_code == 400
+    assert code_of(roots) == "ROOT_FIELDS_LIMIT_EXCEEDED"
+    assert post(gateway, "/limited", {"query": "{ hello item { id } items { id } }"}).status_code == 200
+
+
+def test_token_and_size_limits(gateway: str) -> None:
+    many_tokens = post(gateway, "/limited", {"query": "{ hello " + "__typename " * 60 + "}"})
+    assert many_tokens.status_code == 400
+    assert code_of(many_tokens) == "GRAPHQL_PARSE_FAILED"
+    assert "more than 60 tokens" in many_tokens.json()["errors"][0]["message"]
+    big = post(gateway, "/limited", {"query": "{ hello }", "variables": {"pad": "x" * 3000}})
+    assert big.status_code == 413
+
+
+# --- cost ---------------------------------------------------------------------------------------------
+
+def test_cost_is_measured_and_exposed(gateway: str) -> None:
+    response = post(gateway, "/cost", {"query": "{ items { id children(first: 3) { id } } }"})
+    # items: 10 x (1 + children: 3 x 1) = 40
+    assert response.json()["extensions"]["cost"] == {"estimated": 40, "maximum": 100, "mode": "enforce"}
+    assert response.headers["x-graphql-cost"] == "40"  # exchange.state["graphql.cost"], for policies
+    assert post(gateway, "/cost", {"query": "{ cost }"}).json()["data"] == {"cost": 0}
+    variables = post(gateway, "/cost", {"query": "query($n: Int!) { items(first: $n) { id } cost }",
+                                        "variables": {"n": 7}}).json()
+    assert variables["data"]["cost"] == 7
+
+
+def test_cost_over_the_maximum_is_refused_before_any_backend_call(gateway: str, rest: Any) -> None:
+    rest.app.state.calls.clear()
+    # 20 for userName + items: 50 x (1 + children (default first: 5) x 1)
+    response = post(gateway, "/cost", {"query": "{ a: userName(id: 1) items(first: 50) { children { id } } }"})
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["extensions"] == {"code": "COST_LIMIT_EXCEEDED", "cost": 320, "maximum": 100}
+    assert rest.app.state.calls == []
+    ok = post(gateway, "/cost", {"query": "{ userName(id: 2) }"})
+    assert ok.json()["data"] == {"userName": "user 2"}
+    assert ok.json()["extensions"]["cost"]["estimated"] == 20
+
+
+def test_measure_mode_reports_but_runs(gateway: str) -> None:
+    body = post(gateway, "/measure", {"query": "{ items(first: 30) { id } }"}).json()
+    assert len(body["data"]["items"]) == 30
+    assert body["extensions"]["cost"] == {"estimated": 30, "maximum": 10, "mode": "measure"}
+
+
+def test_cost_feeds_a_rate_limit(gateway: str) -> None:
+    first = post(gateway, "/charged", {"query": "{ items(first: 15) { id } }"})
+    assert first.status_code == 200
+    assert "extensions" not in first.json()
+    assert first.headers["x-ratelimit-limit"] == "20"
+    assert first.headers["x-ratelimit-remaining"] == "5"  # this request cost 15
+    second = post(gateway, "/charged", {"query": "{ items(first: 15) { id } }"})  # 30 > 20 per minute
+    assert second.status_code == 429
+    assert second.json()["code"] == "rate_limited"
+    assert int(second.headers["retry-after"]) >= 1
+
+
+def test_cost_counts_fragments_and_lists_once_per_item() -> None:
+    cost = GraphQLCost(list_size=4)
+    document = parse("query { items { ...F } } fragment F on Item { children(first: 2) { id } parent { id } }")
+    operation = document.definitions[0]
+    fragments = {document.definitions[1].name.value: document.definitions[1]}  # type: ignore[attr-defined]
+    # items (the schema's default first: 10): 10 x (1 + children 2 x 1 + parent 1) = 40
+    assert cost.measure(schema._schema, operation, fragments, {}) == 40  # type: ignore[arg-type]
+    assert GraphQLCost(list_sizes={"Query.items": 4}).measure(
+        schema._schema, operation, fragments, {}) == 16  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        GraphQLCost(mode="block")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        GraphQLLimits(max_depth=0)
+
+
+# --- persisted queries ---------------------------------------------------------------------------------
+
+def apq(query: str) -> dict[str, Any]:
+    return {"persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}}
+
+
+def test_automatic_persisted_queries(gateway: str) -> None:
+    query = "{ hello items(first: 2) { id } }"
+    missing = post(gateway, "/apq", {"extensions": apq(query)})
+    assert missing.status_code == 200
+    assert code_of(missing) == "PERSISTED_QUERY_NOT_FOUND"
+    registered = post(gateway, "/apq", {"query": query, "extensions": apq(query)})
+    assert registered.json()["data"]["hello"] == "world"
+    by_hash = post(gateway, "/apq", {"extensions": apq(query)})
+    assert by_hash.json()["data"] == registered.json()["data"]
+    get = httpx.get(gateway + "/apq", params={"extensions": orjson.dumps(apq(query)).decode()})
+    assert get.json()["data"]["hello"] == "world"
+    mismatch = post(gateway, "/apq", {"query": "{ hello }", "extensions": apq(query)})
+    assert mismatch.status_code == 400
+    assert code_of(mismatch) == "PERSISTED_QUERY_HASH_MISMATCH"
+    assert post(gateway, "/apq", {"query": "{ hello }"}).json() == {"data": {"hello": "world"}}
+
+
+def test_safelist_runs_only_listed_operations(gateway: str) -> None:
+    listed = post(gateway, "/safe", {"query": "query Hello {\n  hello\n}"})  # whitespace differs: still listed
+    assert listed.json() == {"data": {"hello": "world"}}
+    by_id = post(gateway, "/safe", {"extensions": apq(SAFE[1]), "variables": {"id": 4}})
+    assert by_id.json() == {"data": {"item": {"id": 4}}}
+    by_document_id = post(gateway, "/safe", {"documentId": hashlib.sha256(SAFE[0].encode()).hexdigest()})
+    assert by_document_id.json() == {"data": {"hello": "world"}}
+    refused = post(gateway, "/safe", {"query": "{ hello }"})
+    assert refused.status_code == 400
+    assert code_of(refused) == "PERSISTED_QUERY_NOT_IN_SAFELIST"
+    unknown = post(gateway, "/safe", {"extensions": apq("{ nope }")})
+    assert code_of(unknown) == "PERSISTED_QUERY_NOT_IN_SAFELIST"
+    text_only = post(gateway, "/safe-ids", {"query": SAFE[0]})
+    assert code_of(text_only) == "PERSISTED_QUERY_NOT_IN_SAFELIST"
+    assert post(gateway, "/safe-ids", {"extensions": apq(SAFE[0])}).json() == {"data": {"hello": "world"}}
+
+
+def test_safelist_configuration_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        Safelist([])
+    with pytest.raises(ConfigurationError):
+        Safelist(["{ not closed"])
+    with pytest.raises(ConfigurationError):
+        Safelist(tmp_path / "missing.json")
+    with pytest.raises(ConfigurationError):
+        GraphQL(schema, graphiql=True)
