@@ -12,17 +12,20 @@ from .errors import (
     FaultInjected,
     Forbidden,
     GatewayError,
+    GrpcStatusError,
     InsufficientScope,
     InvalidBody,
     InvalidPath,
     InvalidToken,
     MethodNotAllowed,
+    NotAcceptable,
     NotFound,
     PayloadTooLarge,
     QuotaExceeded,
     RateLimited,
     RequestTerminated,
     Unauthorized,
+    UnsupportedMediaType,
     UpstreamConnectError,
     UpstreamError,
     UpstreamErrorResponse,
@@ -75,8 +78,33 @@ from .testing import BackgroundServer, serve_in_thread
 from .upstream import Upstream
 
 if TYPE_CHECKING:
+    from .graphql import (
+        BackendCallError,
+        BatchLoader,
+        DeGraphQL,
+        Extend,
+        GraphQL,
+        GraphQLContext,
+        GraphQLCost,
+        GraphQLLimits,
+        GrpcBackend,
+        GrpcBatch,
+        PersistedQueries,
+        RemoteSchema,
+        RestBatch,
+        Safelist,
+        batch_loader,
+    )
+    from .grpc import Descriptors, GrpcService, GrpcUpstream, JsonOptions, MethodSettings, compile_protos
     from .policies.auth.jwt import BearerAuth
-    from .policies.auth.oidc_login import OIDCLogin, SessionAuth, TokenRelay
+    from .policies.auth.oidc_login import (
+        CookieSessions,
+        MemorySessions,
+        OIDCLogin,
+        RedisSessions,
+        SessionAuth,
+        TokenRelay,
+    )
 
 __version__ = "0.1.0"
 
@@ -87,20 +115,26 @@ __all__ = [
     "App",
     "Authenticator",
     "Authorize",
+    "BackendCallError",
     "BackgroundServer",
     "BadGateway",
     "BadRequest",
+    "BatchLoader",
     "BearerAuth",
     "ClientCredentials",
     "ClientError",
     "ConcurrencyLimit",
     "ConfigurationError",
     "Consumer",
+    "CookieSessions",
     "Counter",
+    "DeGraphQL",
+    "Descriptors",
     "Direct",
     "ErrorReplies",
     "Exchange",
     "ExpiredToken",
+    "Extend",
     "FaultInjected",
     "FaultInjection",
     "Forbidden",
@@ -109,7 +143,16 @@ __all__ = [
     "Gateway",
     "GatewayError",
     "Gauge",
+    "GraphQL",
+    "GraphQLContext",
+    "GraphQLCost",
+    "GraphQLLimits",
     "Group",
+    "GrpcBackend",
+    "GrpcBatch",
+    "GrpcService",
+    "GrpcStatusError",
+    "GrpcUpstream",
     "Handler",
     "Histogram",
     "Identity",
@@ -119,16 +162,21 @@ __all__ = [
     "InvalidPath",
     "InvalidToken",
     "JSONResponse",
+    "JsonOptions",
     "Key",
     "Limit",
     "LimitUsage",
+    "MemorySessions",
     "MethodNotAllowed",
+    "MethodSettings",
     "Metrics",
     "Mock",
     "Mount",
+    "NotAcceptable",
     "NotFound",
     "OIDCLogin",
     "PayloadTooLarge",
+    "PersistedQueries",
     "Plan",
     "Policy",
     "ProblemResponse",
@@ -138,15 +186,20 @@ __all__ = [
     "RateLimitStore",
     "RateLimited",
     "Redirect",
+    "RedisSessions",
+    "RemoteSchema",
     "Reply",
     "RequestTerminated",
     "ResponseHead",
+    "RestBatch",
     "Route",
+    "Safelist",
     "SessionAuth",
     "Target",
     "Terminate",
     "TokenRelay",
     "Unauthorized",
+    "UnsupportedMediaType",
     "Upstream",
     "UpstreamConnectError",
     "UpstreamError",
@@ -156,18 +209,26 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "__version__",
+    "batch_loader",
     "by_client_ip",
     "by_client_network",
     "by_header",
     "by_route",
     "by_subject",
+    "compile_protos",
     "hash_api_key",
     "problem_response",
     "serve_in_thread",
 ]
 
 
-_AUTH_EXTRA = frozenset({"BearerAuth", "OIDCLogin", "SessionAuth", "TokenRelay"})
+_AUTH_EXTRA = frozenset({"BearerAuth", "CookieSessions", "MemorySessions", "OIDCLogin", "RedisSessions",
+                         "SessionAuth", "TokenRelay"})
+_GRAPHQL_EXTRA = frozenset({"BackendCallError", "BatchLoader", "DeGraphQL", "Extend", "GraphQL", "GraphQLContext",
+                            "GraphQLCost", "GraphQLLimits", "GrpcBackend", "GrpcBatch", "PersistedQueries",
+                            "RemoteSchema", "RestBatch", "Safelist", "batch_loader"})
+_GRPC_EXTRA = frozenset({"Descriptors", "GrpcService", "GrpcUpstream", "JsonOptions", "MethodSettings",
+                         "compile_protos"})
 
 
 def __getattr__(name: str) -> Any:
@@ -175,4 +236,12 @@ def __getattr__(name: str) -> Any:
         from .policies import auth
 
         return getattr(auth, name)
+    if name in _GRPC_EXTRA:  # imported on first use: they need the `grpc` extra (grpcio, protobuf)
+        from . import grpc
+
+        return getattr(grpc, name)
+    if name in _GRAPHQL_EXTRA:  # imported on first use: they need the `graphql` extra (strawberry-graphql)
+        from . import graphql
+
+        return getattr(graphql, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,9 @@
     │   │   └── InsufficientScope       403 insufficient_scope
     │   ├── NotFound                    404 no_route
     │   ├── MethodNotAllowed            405 method_not_allowed
+    │   ├── NotAcceptable               406 not_acceptable
     │   ├── PayloadTooLarge             413 payload_too_large
+    │   ├── UnsupportedMediaType        415 unsupported_media_type
     │   └── RateLimited                 429 rate_limited
     │       └── QuotaExceeded           429 quota_exceeded
     ├── RequestTerminated               503 request_terminated
@@ -22,17 +24,18 @@
         │   ├── UpstreamConnectError    502 upstream_connect_failed
         │   └── UpstreamProtocolError   502 upstream_protocol_error
         ├── UpstreamErrorResponse       502 upstream_error_response
+        ├── GrpcStatusError             502 grpc_status
         ├── UpstreamUnavailable         503 upstream_unavailable
         └── UpstreamTimeout             504 upstream_timeout
 
     ConfigurationError                  raised while building a gateway; never an HTTP reply
 
-`code` is the stable reason that clients, logs and metrics see. `RequestTerminated`, `FaultInjected` and
-`UpstreamErrorResponse` take their status per instance (the drawn one is their default); every other class has
-one status. `detail` is safe to show to a client; anything internal goes into `internal` (logged, never rendered).
-`headers` are protocol headers (`Allow`, `Retry-After`, `WWW-Authenticate`, `RateLimit-*`): every error reply
-carries them, whatever its body format. Every error the gateway replies with goes through one renderer (see
-`asgigate.replies`); once a response has started, an error aborts the connection instead.
+`code` is the stable reason that clients, logs and metrics see. `RequestTerminated`, `FaultInjected`,
+`UpstreamErrorResponse` and `GrpcStatusError` take their status per instance (the drawn one is their default);
+every other class has one status. `detail` is safe to show to a client; anything internal goes into `internal`
+(logged, never rendered). `headers` are protocol headers (`Allow`, `Retry-After`, `WWW-Authenticate`,
+`RateLimit-*`): every error reply carries them, whatever its body format. Every error the gateway replies with goes
+through one renderer (see `asgigate.replies`); once a response has started, an error aborts the connection instead.
 """
 
 from __future__ import annotations
@@ -49,17 +52,20 @@ __all__ = [
     "FaultInjected",
     "Forbidden",
     "GatewayError",
+    "GrpcStatusError",
     "InsufficientScope",
     "InvalidBody",
     "InvalidPath",
     "InvalidToken",
     "MethodNotAllowed",
+    "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
     "QuotaExceeded",
     "RateLimited",
     "RequestTerminated",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamErrorResponse",
@@ -212,10 +218,26 @@ class MethodNotAllowed(ClientError):
         super().__init__(detail, headers={"allow": ", ".join(self.allow)})
 
 
+class NotAcceptable(ClientError):
+    """None of the media types the request's Accept header allows can be produced."""
+
+    status_code = 406
+    code = "not_acceptable"
+    title = "Not Acceptable"
+
+
 class PayloadTooLarge(ClientError):
     status_code = 413
     code = "payload_too_large"
     title = "Payload Too Large"
+
+
+class UnsupportedMediaType(ClientError):
+    """The request body's Content-Type is not one the route accepts."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+    title = "Unsupported Media Type"
 
 
 class RateLimited(ClientError):
@@ -328,6 +350,34 @@ class UpstreamErrorResponse(UpstreamError):
         super().__init__(
             detail, stage="response_status", upstream=upstream, internal=f"upstream answered {upstream_status}"
         )
+
+
+class GrpcStatusError(UpstreamError):
+    """A gRPC backend answered a transcoded call with a non-OK status: the HTTP status is the one google.rpc.Code
+    documents for it (NOT_FOUND 404, UNAVAILABLE 503, ...); `details` are the JSON forms of the status details
+    (from grpc-status-details-bin); `reason` is `grpc_<code name>` (`grpc_not_found`)."""
+
+    code = "grpc_status"
+
+    def __init__(
+        self,
+        grpc_code: int,
+        grpc_message: str,
+        *,
+        status: int,
+        code_name: str,
+        details: list[dict[str, object]] | None = None,
+        response_headers: dict[str, str] | None = None,
+        upstream: str | None = None,
+    ) -> None:
+        self.grpc_code = grpc_code
+        self.grpc_message = grpc_message
+        self.details = list(details or [])
+        self.response_headers = dict(response_headers or {})
+        _set_status(self, status, None)
+        super().__init__(grpc_message or None, stage="grpc_status", upstream=upstream,
+                         internal=f"gRPC status {code_name}: {grpc_message}")
+        self.reason = f"grpc_{code_name.lower()}"
 
 
 class UpstreamUnavailable(UpstreamError):

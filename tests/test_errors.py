@@ -45,7 +45,9 @@ CONTRACT: dict[str, tuple[str | None, int, str]] = {
     "InsufficientScope": ("Forbidden", 403, "insufficient_scope"),
     "NotFound": ("ClientError", 404, "no_route"),
     "MethodNotAllowed": ("ClientError", 405, "method_not_allowed"),
+    "NotAcceptable": ("ClientError", 406, "not_acceptable"),
     "PayloadTooLarge": ("ClientError", 413, "payload_too_large"),
+    "UnsupportedMediaType": ("ClientError", 415, "unsupported_media_type"),
     "RateLimited": ("ClientError", 429, "rate_limited"),
     "QuotaExceeded": ("RateLimited", 429, "quota_exceeded"),
     "RequestTerminated": ("GatewayError", 503, "request_terminated"),
@@ -55,6 +57,7 @@ CONTRACT: dict[str, tuple[str | None, int, str]] = {
     "UpstreamConnectError": ("BadGateway", 502, "upstream_connect_failed"),
     "UpstreamProtocolError": ("BadGateway", 502, "upstream_protocol_error"),
     "UpstreamErrorResponse": ("UpstreamError", 502, "upstream_error_response"),
+    "GrpcStatusError": ("UpstreamError", 502, "grpc_status"),
     "UpstreamUnavailable": ("UpstreamError", 503, "upstream_unavailable"),
     "UpstreamTimeout": ("UpstreamError", 504, "upstream_timeout"),
 }

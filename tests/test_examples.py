@@ -433,6 +433,12 @@ def test_web_bff_script_with_a_real_provider() -> None:
             shown = httpx.get(str(location), timeout=10, follow_redirects=True)
             assert shown.status_code == 200
             assert 'name="login"' in shown.text
+        with serve_process([PYTHON, str(EXAMPLES / "web_bff.py")], port, env=env, timeout=30), \
+                httpx.Client(base_url=base, timeout=10) as browser:
+            # Signed in (the provider's login form, without a browser), the page's API call gets the user's data.
+            assert idp.sign_in(browser, f"{base}/auth/login?return_to=/", "erin").headers["location"] == "/"
+            me = browser.get("/api/me", headers={"accept": "application/json"})
+            assert me.json() == {"user": "erin", "orders": [{"id": 1, "total": 1250}]}
 
 
 def test_web_bff_gateway_builds() -> None:
@@ -441,3 +447,8 @@ def test_web_bff_gateway_builds() -> None:
         "SESSION_SECRET": "example-session-secret-0123456789ab"})
     described = gateway.describe()
     assert "SessionAuth" in described and "TokenRelay" in described
+    assert type(gateway.login.store).__name__ == "CookieSessions"
+    shared = web_bff.build_gateway("http://127.0.0.1:9", env={
+        "OIDC_ISSUER": "https://login.example.com", "OIDC_CLIENT_ID": "web", "OIDC_CLIENT_SECRET": "s",
+        "SESSION_SECRET": "example-session-secret-0123456789ab", "REDIS_URL": "redis://127.0.0.1:6379/2"})
+    assert repr(shared.login.store) == "RedisSessions('redis://127.0.0.1:6379/2', prefix='asgigate:session:')"
