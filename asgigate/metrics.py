@@ -223,6 +223,7 @@ class Metrics:
     ) -> None:
         self.prefix = prefix
         self._metrics: dict[str, _Metric] = {}
+        self._owners: dict[int, object] = {}
         p = prefix + "_" if prefix else ""
         self.requests = self.counter(
             f"{p}requests_total",
@@ -282,6 +283,14 @@ class Metrics:
 
     def __getitem__(self, name: str) -> _Metric:
         return self._metrics[name]
+
+    def first_time(self, owner: object) -> bool:
+        """True the first time it is asked about `owner`: for components shared by several policies (a store)
+        that must register their series once."""
+        if id(owner) in self._owners:
+            return False
+        self._owners[id(owner)] = owner  # kept alive, so its id is not reused
+        return True
 
     # --- recording (the gateway calls this) -------------------------------------------------------------------
 

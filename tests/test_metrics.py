@@ -12,8 +12,22 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from redisserver import RedisServer
 
-from asgigate import ConfigurationError, Direct, Gateway, Metrics, Policy, Proxy, Route, Terminate, Upstream
+from asgigate import (
+    ConcurrencyLimit,
+    ConfigurationError,
+    Direct,
+    Gateway,
+    Metrics,
+    Policy,
+    Proxy,
+    RateLimit,
+    RateLimitStore,
+    Route,
+    Terminate,
+    Upstream,
+)
 from asgigate.exchange import Exchange
 
 from servers import PYTHON, ThreadServer, free_port, serve_process
@@ -271,3 +285,52 @@ def test_components_register_series_read_at_scrape_time() -> None:
     assert users.registrations == orders.registrations == 1  # once per policy, however many routes it is on
     assert value(text, "cache_hits_total", cache="orders") == 3
     assert value(text, "cache_hits_total", cache="users") == 4  # /a, /b, /b and the scrape itself
+
+
+def test_rate_limit_decisions_and_store_health_are_series() -> None:
+    with RedisServer() as redis:
+        store = RateLimitStore(redis.uri, timeout=0.2, retry_interval=0.2, on_failure="local")
+        strict = RateLimit("2/minute", name="strict")
+        watched = RateLimit("100/minute", name="watched", dry_run=True)
+        shared = RateLimit("3/minute", name="shared", store=store)
+
+        class Limited(Gateway):
+            def __init__(self) -> None:
+                super().__init__(metrics=Metrics())
+
+            def routes(self) -> list[Route]:
+                assert self.metrics is not None
+                return [
+                    Route("/metrics", self.metrics.endpoint()),
+                    Route("/strict", Direct(text="s"), policies=[strict, watched]),
+                    Route("/shared", Direct(text="r"), policies=[shared, ConcurrencyLimit(5, name="slots")]),
+                    Route("/shared2", Direct(text="r"), policies=[RateLimit("9/minute", name="again", store=store)]),
+                ]
+
+        with ThreadServer(Limited()) as server, httpx.Client(base_url=server.url) as client:
+            assert [client.get("/strict").status_code for _ in range(3)] == [200, 200, 429]
+            assert [client.get("/shared").status_code for _ in range(4)] == [200, 200, 200, 429]
+            text = client.get("/metrics").text
+            assert value(text, "asgigate_ratelimit_decisions_total", policy="strict", outcome="admitted") == 2
+            assert value(text, "asgigate_ratelimit_decisions_total", policy="strict", outcome="rejected") == 1
+            assert value(text, "asgigate_ratelimit_decisions_total", policy="watched", outcome="admitted") == 2
+            assert value(text, "asgigate_ratelimit_decisions_total", policy="shared", outcome="rejected") == 1
+            assert value(text, "asgigate_requests_total", route="/strict", status="429", reason="rate_limited") == 1
+            assert value(text, "asgigate_concurrency_in_flight", policy="slots") == 0
+            store_label = f"redis://127.0.0.1:{redis.port}"
+            assert value(text, "asgigate_ratelimit_store_up", store=store_label) == 1  # one store, registered once
+            assert value(text, "asgigate_ratelimit_store_outages_total", store=store_label) == 0
+
+            redis.stop()
+            client.get("/shared2")  # fails over to local counting, marks the store down
+            client.get("/shared2")
+            text = client.get("/metrics").text
+            assert value(text, "asgigate_ratelimit_store_up", store=store_label) == 0
+            assert value(text, "asgigate_ratelimit_store_outages_total", store=store_label) == 1
+            assert value(text, "asgigate_ratelimit_store_fallbacks_total", store=store_label) >= 2
+
+            redis.start()
+            deadline = time.monotonic() + 5
+            while value(client.get("/metrics").text, "asgigate_ratelimit_store_up", store=store_label) == 0:
+                assert time.monotonic() < deadline, "the store did not come back"
+                time.sleep(0.1)

@@ -152,3 +152,38 @@ def test_malformed_replies_fail_the_connection_not_the_process() -> None:
         assert protocol.closed is not None
 
     asyncio.run(main())
+
+
+def test_a_redis_rate_limit_counts_through_the_wire(redis: RedisServer) -> None:
+    import httpx
+
+    from asgigate import Direct, Gateway, RateLimit, RateLimitStore, Route
+
+    from servers import ThreadServer
+
+    store = RateLimitStore(redis.uri)
+    limit = RateLimit("3/minute", store=store, name="wired")
+
+    class Limited(Gateway):
+        def routes(self) -> list[Route]:
+            return [Route("/x", Direct(text="ok"), policies=[limit])]
+
+    with ThreadServer(Limited()) as server, httpx.Client(base_url=server.url) as client:
+        statuses = [client.get("/x").status_code for _ in range(5)]
+        reply = client.get("/x")
+    assert statuses == [200, 200, 200, 429, 429]
+    assert reply.headers["x-ratelimit-remaining"] == "0"
+    assert 0 < int(reply.headers["retry-after"]) <= 60
+    assert store.wire is not None and store.wire._protocol is not None  # the wire carried the counting
+    assert store.failures == 0
+
+    async def read() -> None:
+        wire = RedisWire(redis.uri)
+        keys = await wire.command(b"KEYS", b"LIMITS:*wired*")
+        assert len(keys) == 1
+        assert await wire.command(b"GET", keys[0]) == b"6"
+        wire.close()
+        usage = await limit.usage("127.0.0.1")  # read back through `limits`
+        assert usage[0].remaining == 0
+
+    asyncio.run(read())

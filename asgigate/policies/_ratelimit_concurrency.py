@@ -13,10 +13,12 @@ from ..errors import ConfigurationError, RateLimited, RequestTerminated
 from ..exchange import Exchange
 from ..policy import ASGIApp, Policy, Receive, Scope, Send
 from ._ratelimit_keys import Key, KeyLike, as_key
-from ._ratelimit_store import RateLimitStore
+from ._ratelimit_store import RateLimitStore, register_store_metrics
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
+
+    from ..metrics import Metrics
 
 __all__ = ["ConcurrencyLimit"]
 
@@ -99,6 +101,14 @@ class ConcurrencyLimit(Policy):
         self._in_flight: collections.Counter[tuple[str | None, ...]] = collections.Counter()
         self._held: dict[str, set[str]] = {}  # Redis key -> the tokens of this process's requests in flight
         self._renewer: asyncio.Task[None] | None = None
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        p = metrics.prefix + "_" if metrics.prefix else ""
+        metrics.gauge(f"{p}concurrency_in_flight", "Requests holding a concurrency slot in this process.",
+                      ["policy"], read=lambda: {(self.name,): sum(self._in_flight.values()) + sum(
+                          len(tokens) for tokens in self._held.values())})
+        if self.store is not None:
+            register_store_metrics(metrics, self.store)
 
     def in_flight(self, value: str | None = None, *, route: str | None = None) -> int:
         """How many requests hold a slot in this process (for one key value / route when the policy splits)."""

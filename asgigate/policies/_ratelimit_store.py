@@ -16,9 +16,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..errors import ConfigurationError
+from ._redis_wire import RedisWire
 
 if TYPE_CHECKING:
     from limits.aio.storage import MemoryStorage, Storage
+
+    from ..metrics import Metrics
 
 __all__ = ["FixedWindowCounters", "OnFailure", "RateLimitStore", "require_limits"]
 
@@ -146,6 +149,7 @@ class RateLimitStore:
         "retry_interval",
         "timeout",
         "uri",
+        "wire",
     )
 
     _warming: asyncio.Lock | None
@@ -192,6 +196,9 @@ class RateLimitStore:
         self._fallback: MemoryStorage | None = None
         # the memory store's fixed windows are counted here, without the storage's locks and awaits
         self.counters = FixedWindowCounters() if not self.remote else None
+        # a standalone Redis counts fixed windows through RedisWire (a few µs instead of coredis' ~200 µs of CPU)
+        self.wire = (RedisWire(full, key_prefix=self.options.get("key_prefix", "LIMITS"))
+                     if RedisWire.supports(full) and set(self.options) <= {"key_prefix"} else None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warm = False
         self._warming = None
@@ -313,6 +320,8 @@ class RateLimitStore:
 
     def _change(self, healthy: bool) -> None:
         self.healthy = healthy
+        if not healthy and self.wire is not None:
+            self.wire.close()  # a hung server's connection is not used again: the next call connects afresh
         if healthy:
             logger.warning("rate limit store %s is available again", self.display())
         else:
@@ -374,3 +383,21 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError) and not str(exc):
         return "TimeoutError: no answer in time"
     return f"{type(exc).__name__}: {exc}"
+
+
+def register_store_metrics(metrics: Metrics, store: RateLimitStore) -> None:
+    """The store's health and failure figures as series, read at scrape time (nothing added per request)."""
+    if not metrics.first_time(store):
+        return
+    p = metrics.prefix + "_" if metrics.prefix else ""
+    label = (store.display() if store.remote else "memory://",)
+    metrics.gauge(f"{p}ratelimit_store_up", "1 while the rate limit store answers, 0 while it is down.",
+                  ["store"], read=lambda: {label: 1.0 if store.healthy else 0.0})
+    metrics.counter(f"{p}ratelimit_store_outages_total", "Times the rate limit store went down.",
+                    ["store"], read=lambda: {label: store.outages})
+    metrics.counter(f"{p}ratelimit_store_failures_total", "Rate limit store calls that failed or timed out.",
+                    ["store"], read=lambda: {label: store.failures})
+    metrics.counter(f"{p}ratelimit_store_fallbacks_total",
+                    "Decisions made without the store (by on_failure) while it was down.",
+                    ["store"], read=lambda: {label: store.fallbacks})
+

@@ -31,13 +31,15 @@ from ._ratelimit_keys import (
     by_subject,
 )
 from ._ratelimit_limits import STRATEGIES, Limit, LimitsLike, Plan, Strategy, as_limits, limiter, window_text
-from ._ratelimit_store import FixedWindowCounters, RateLimitStore
+from ._ratelimit_store import FixedWindowCounters, RateLimitStore, register_store_metrics
+from ._redis_wire import RedisWire
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
     from starlette.responses import Response
 
     from ..exchange import Exchange
+    from ..metrics import Metrics
     from ..policy import ResponseHead
 
 __all__ = [
@@ -102,13 +104,17 @@ def _header_pairs(outcome: _Outcome, policy_header: bytes) -> list[tuple[bytes, 
 
 
 async def _hit(
-    storage: Storage, limit: Limit, ids: str, cost: int, fast: FixedWindowCounters | None, resets: dict[str, float]
+    storage: Storage, limit: Limit, ids: str, cost: int, fast: FixedWindowCounters | None, resets: dict[str, float],
+    wire: RedisWire | None = None,
 ) -> _Outcome:
     if limit.strategy == "fixed-window":
         key = limit._key_head + ids + limit._key_tail  # what limits' RateLimitItem.key_for() makes
         now = time.time()
         if fast is not None:
             count, reset = fast.hit(key, limit.window, cost, now)
+        elif wire is not None:  # a standalone Redis: one pipelined round trip gives the count and the window's end
+            count, left_ms = await wire.incr_window(key, limit.window, cost)
+            reset = now + (left_ms / 1000.0 if left_ms > 0 else limit.window)
         else:
             count = await storage.incr(key, limit.window, amount=cost)  # INCR answers "how many" too
             if count == cost:  # this request opened the window
@@ -258,10 +264,11 @@ class RateLimit(Policy):
                 if count > limit.amount and stop_on_refusal and not limit.dry_run:
                     break
         else:
-            async def decide(storage: Storage, resets: dict[str, float] = self._resets) -> list[_Outcome]:
+            async def decide(storage: Storage, resets: dict[str, float] = self._resets,
+                             wire: RedisWire | None = store.wire) -> list[_Outcome]:
                 found = []
                 for limit in limits:
-                    outcome = await _hit(storage, limit, ids, cost, fast, resets)
+                    outcome = await _hit(storage, limit, ids, cost, fast, resets, wire)
                     found.append(outcome)
                     if not outcome.allowed and stop_on_refusal and not limit.dry_run:
                         break
@@ -274,7 +281,7 @@ class RateLimit(Policy):
                 if store.on_failure == "closed":
                     raise RequestTerminated("Rate limiting is unavailable; try again shortly.", status=503,
                                             reason="ratelimit_store_unavailable", headers={"retry-after": "1"})
-                result = await decide(store.fallback(), self._fallback_resets)
+                result = await decide(store.fallback(), self._fallback_resets, None)
             outcomes = result
         refused = None
         tightest = outcomes[0]
@@ -324,6 +331,15 @@ class RateLimit(Policy):
         for name, value in pairs:
             if name.decode() not in response_headers:
                 response_headers[name.decode()] = value.decode()
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        p = metrics.prefix + "_" if metrics.prefix else ""
+        metrics.counter(
+            f"{p}ratelimit_decisions_total",
+            "Rate limit decisions by policy name and outcome (admitted, rejected, dry_run_rejected).",
+            ["policy", "outcome"], read=lambda: {(self.name, outcome): n for outcome, n in self.counts.items()},
+        )
+        register_store_metrics(metrics, self.store)
 
     # --- inspect and reset, for admin endpoints and tests ---------------------------------------------------
 
