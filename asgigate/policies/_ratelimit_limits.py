@@ -27,8 +27,8 @@ class Limit:
     in the headers but never refuses. `name` is the limit's name in the ``RateLimit*`` headers.
     """
 
-    __slots__ = ("_item", "_key_head", "_key_tail", "_name_bytes", "amount", "dry_run", "name", "quota", "rate",
-                 "strategy", "window")
+    __slots__ = ("_amount_bytes", "_item", "_key_head", "_key_tail", "_name_bytes", "amount", "dry_run", "name",
+                 "quota", "rate", "strategy", "window")
     rate: str
     strategy: Strategy
     quota: bool
@@ -38,6 +38,7 @@ class Limit:
     _key_head: str
     _key_tail: str
     _name_bytes: bytes
+    _amount_bytes: bytes
     amount: int
     window: int
 
@@ -69,6 +70,7 @@ class Limit:
         object.__setattr__(self, "_key_head", f"{item.namespace}/")
         object.__setattr__(self, "_key_tail", f"/{item.amount}/{item.multiples}/{item.GRANULARITY.name}")
         object.__setattr__(self, "_name_bytes", self.name.encode("latin-1", "replace"))
+        object.__setattr__(self, "_amount_bytes", b"%d" % self.amount)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Limit is immutable; create a new one")

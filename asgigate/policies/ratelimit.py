@@ -92,12 +92,13 @@ def _policy_header(limits: Sequence[Limit]) -> bytes:
 
 def _header_pairs(outcome: _Outcome, policy_header: bytes) -> list[tuple[bytes, bytes]]:
     limit = outcome.limit
-    reset = max(0, math.ceil(outcome.reset - time.time()))
+    left = outcome.reset - time.time()
+    reset = int(left) + (left % 1 > 0) if left > 0 else 0  # ceil, without math.ceil's float round trip
     remaining = b"%d" % outcome.remaining
     return [
         (b"ratelimit-policy", policy_header),
         (b"ratelimit", b'"%s";r=%s;t=%d' % (limit._name_bytes, remaining, reset)),
-        (b"x-ratelimit-limit", b"%d" % limit.amount),
+        (b"x-ratelimit-limit", limit._amount_bytes),
         (b"x-ratelimit-remaining", remaining),
         (b"x-ratelimit-reset", b"%d" % reset),
     ]
@@ -256,13 +257,28 @@ class RateLimit(Policy):
         store = self.store
         fast = store.counters
         if fast is not None and self._fixed_only[plan_name]:  # memory, fixed windows: no await at all
-            outcomes = []
             now = time.time()
-            for limit in limits:
+            if len(limits) == 1:  # the common case, without the lists
+                limit = limits[0]
                 count, reset = fast.hit(limit._key_head + ids + limit._key_tail, limit.window, cost, now)
-                outcomes.append(_Outcome(limit, count <= limit.amount, max(0, limit.amount - count), reset))
-                if count > limit.amount and stop_on_refusal and not limit.dry_run:
-                    break
+                amount = limit.amount
+                if count <= amount:
+                    self.counts["admitted"] += 1
+                    if self.headers:
+                        state = exchange.state
+                        seen = state.get(_STATE)
+                        if seen is None or amount - count < seen[0].remaining:
+                            state[_STATE] = (_Outcome(limit, True, amount - count, reset),
+                                             self._policy_headers[plan_name])
+                    return None
+                outcomes = [_Outcome(limit, False, 0, reset)]
+            else:
+                outcomes = []
+                for limit in limits:
+                    count, reset = fast.hit(limit._key_head + ids + limit._key_tail, limit.window, cost, now)
+                    outcomes.append(_Outcome(limit, count <= limit.amount, max(0, limit.amount - count), reset))
+                    if count > limit.amount and stop_on_refusal and not limit.dry_run:
+                        break
         else:
             async def decide(storage: Storage, resets: dict[str, float] = self._resets,
                              wire: RedisWire | None = store.wire) -> list[_Outcome]:
@@ -323,9 +339,13 @@ class RateLimit(Policy):
         raw = head.message.get("headers")
         if not isinstance(raw, list):
             raw = head.message["headers"] = list(raw or [])
-        if exchange.error is None and not any(name in _HEADER_NAMES for name, _ in raw):
-            raw.extend(pairs)  # the common case: nothing to keep, append to the raw headers
-            return
+        if exchange.error is None:
+            for name, _ in raw:
+                if name in _HEADER_NAMES:
+                    break
+            else:
+                raw.extend(pairs)  # the common case: nothing to keep, append to the raw headers
+                return
         # an error reply carries the refusing limit's headers; an upstream may send its own: both are kept
         response_headers = head.headers
         for name, value in pairs:
