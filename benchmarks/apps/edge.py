@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from asgigate import AccessLog, BearerAuth, Gateway, RateLimit, RateLimitStore, Upstream, by_client_ip
+from asgigate import AccessLog, BearerAuth, Gateway, Metrics, RateLimit, RateLimitStore, Upstream, by_client_ip
 
 NEVER_REFUSES = "1000000000/hour"
 
@@ -24,11 +24,11 @@ NEVER_REFUSES = "1000000000/hour"
 class Edge(Gateway):
     """A gateway with the benchmark's upstream as ``self.backend``; request ids and access log on by default."""
 
-    def __init__(self, *, request_id: bool = True, access_log: bool = True) -> None:
+    def __init__(self, *, request_id: bool = True, access_log: bool = True, metrics: Metrics | None = None) -> None:
         # The access log as docs/observability.md recommends for busy gateways: the buffered JSON-lines sink,
         # written to a real file (/dev/null unless ACCESS_LOG_PATH is set) so formatting and writes are paid for.
         sink = AccessLog(os.environ.get("ACCESS_LOG_PATH", os.devnull)) if access_log else False
-        super().__init__(request_id=request_id, access_log=sink)
+        super().__init__(request_id=request_id, access_log=sink, metrics=metrics)
         self.backend = Upstream(os.environ["UPSTREAM_URL"])  # e.g. "http://127.0.0.1:8081"
 
 
