@@ -18,6 +18,7 @@ import httpx
 from ...errors import ConfigurationError, UpstreamUnavailable
 from ...policy import Policy
 from ._discovery import discover_endpoint
+from ._oauth import AUTH_METHODS, require_authlib, token_request
 from ._scope import replace_headers
 
 if TYPE_CHECKING:
@@ -55,11 +56,12 @@ class ClientCredentials(Policy):
         timeout: float | httpx.Timeout = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        require_authlib("ClientCredentials")
         if token_url is None and issuer is None:
             raise ConfigurationError("ClientCredentials needs the token_url, or the issuer to discover it from.")
         if not client_id or not client_secret:
             raise ConfigurationError("ClientCredentials needs the gateway's client_id and client_secret.")
-        if auth_method not in ("client_secret_basic", "client_secret_post"):
+        if auth_method not in AUTH_METHODS:
             raise ConfigurationError("ClientCredentials auth_method is 'client_secret_basic' or 'client_secret_post'.")
         self.client_id = client_id
         self._client_secret = client_secret
@@ -98,22 +100,16 @@ class ClientCredentials(Policy):
             return token
 
     async def _fetch(self) -> tuple[str, float]:
-        data = {"grant_type": "client_credentials", **self.extra}
+        params = dict(self.extra)
         if self.scope:
-            data["scope"] = self.scope
+            params["scope"] = self.scope
         if self.resource:
-            data["resource"] = self.resource
-        if self.auth_method == "client_secret_post":
-            data.update(client_id=self.client_id, client_secret=self._client_secret)
+            params["resource"] = self.resource
         try:
             async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
                 url = self.token_url or await self._discover(client)
-                headers = {"accept": "application/json"}
-                if self.auth_method == "client_secret_basic":
-                    auth = httpx.BasicAuth(self.client_id, self._client_secret)
-                    response = await client.post(url, data=data, auth=auth, headers=headers)
-                else:
-                    response = await client.post(url, data=data, headers=headers)
+                response = await token_request(client, url, "client_credentials", params, client_id=self.client_id,
+                                               client_secret=self._client_secret, auth_method=self.auth_method)
                 response.raise_for_status()
                 body = response.json()
             token = body["access_token"]

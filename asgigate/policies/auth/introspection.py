@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
 
 from ...errors import ConfigurationError, InvalidToken, UpstreamUnavailable
 from ._discovery import discover_endpoint
+from ._oauth import AUTH_METHODS, form_post, require_authlib
 from .base import Authenticator, Identity, read_token, scopes_of, token_sources
 
 if TYPE_CHECKING:
@@ -55,11 +57,12 @@ class IntrospectionAuth(Authenticator):
         max_token_bytes: int = 8192,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        require_authlib("IntrospectionAuth")
         if endpoint is None and issuer is None:
             raise ConfigurationError("IntrospectionAuth needs the endpoint, or the issuer to discover it from.")
         if endpoint is not None and not endpoint.startswith(("https://", "http://")):
             raise ConfigurationError(f"IntrospectionAuth endpoint {endpoint!r} is not an http(s) URL.")
-        if auth_method not in ("client_secret_basic", "client_secret_post"):
+        if auth_method not in AUTH_METHODS:
             raise ConfigurationError("IntrospectionAuth auth_method is 'client_secret_basic' or 'client_secret_post'.")
         if not client_id or not client_secret:
             raise ConfigurationError("IntrospectionAuth needs the gateway's client_id and client_secret.")
@@ -137,20 +140,12 @@ class IntrospectionAuth(Authenticator):
         )
 
     async def _introspect(self, token: str) -> Mapping[str, Any]:
-        data = {"token": token, "token_type_hint": "access_token"}
-        auth: httpx.BasicAuth | None = None
-        if self.auth_method == "client_secret_basic":
-            auth = httpx.BasicAuth(self.client_id, self._client_secret)
-        else:
-            data.update(client_id=self.client_id, client_secret=self._client_secret)
+        body = urlencode({"token": token, "token_type_hint": "access_token"})
         try:
             async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
                 endpoint = self._discovered or await self._discover(client)
-                headers = {"accept": "application/json"}
-                if auth is not None:
-                    response = await client.post(endpoint, data=data, auth=auth, headers=headers)
-                else:
-                    response = await client.post(endpoint, data=data, headers=headers)
+                response = await form_post(client, endpoint, body, client_id=self.client_id,
+                                           client_secret=self._client_secret, auth_method=self.auth_method)
                 if response.status_code == 400:
                     # The token is the only thing the client controls: a request refused as invalid (say,
                     # `unsupported_token_type` for a JWT) means the token is not one this endpoint vouches for.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 import secrets
 import time
@@ -39,6 +38,7 @@ from ...errors import (
 )
 from ...policy import Policy, ResponseHead
 from ...routing import Group, Route
+from ._oauth import AUTH_METHODS, authorization_url, require_authlib, token_request
 from ._scope import replace_headers
 from ._session import CookieSessions, MemorySessions, Session, SessionCipher, SessionStore, SharedSessionStore
 from ._session_redis import RedisSessions
@@ -59,13 +59,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 LOGIN_TTL = 600.0  # seconds a browser has to come back from the identity provider
 TOUCH_INTERVAL = 30.0  # last_seen is written back to the store (or the cookie) at most this often
 REFRESH_LOCK_TTL = 10.0  # seconds a replica may hold a session's refresh lock (RedisSessions)
-
-
-class _NoAuth(httpx.Auth):
-    """Public clients and client_secret_post: the client authenticates in the form body, not in a header."""
-
-
-_NO_AUTH = _NoAuth()
 
 
 def _b64(data: bytes) -> str:
@@ -118,11 +111,12 @@ class OIDCLogin:
         timeout: float | httpx.Timeout = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        require_authlib("OIDCLogin")
         if not issuer or not client_id:
             raise ConfigurationError("OIDCLogin needs the issuer and the gateway's client_id.")
         if "openid" not in scope.split():
             raise ConfigurationError("OIDCLogin scope must include 'openid'.")
-        if auth_method not in ("client_secret_basic", "client_secret_post"):
+        if auth_method not in AUTH_METHODS:
             raise ConfigurationError("OIDCLogin auth_method is 'client_secret_basic' or 'client_secret_post'.")
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ConfigurationError(f"OIDCLogin prefix {prefix!r} must start with '/' and not end with '/'.")
@@ -189,18 +183,12 @@ class OIDCLogin:
         metadata = await self.metadata()
         return_to = _local_path(exchange.query_params.get("return_to"), self.after_login)
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
-        query = {
-            **self.params,
-            "response_type": "code",
-            "client_id": self.client_id,
-            "redirect_uri": self._origin(exchange) + f"{self.prefix}/callback",
-            "scope": self.scope,
-            "state": state,
-            "nonce": nonce,
-            "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
-            "code_challenge_method": "S256",
-        }
-        response = RedirectResponse(f"{metadata['authorization_endpoint']}?{urlencode(query)}", status_code=302)
+        url = authorization_url(
+            metadata["authorization_endpoint"], client_id=self.client_id,
+            redirect_uri=self._origin(exchange) + f"{self.prefix}/callback", scope=self.scope, state=state,
+            nonce=nonce, verifier=verifier, extra=dict(self.params),
+        )
+        response = RedirectResponse(url, status_code=302)
         sealed = self._cipher.seal(self.login_cookie, {"s": state, "n": nonce, "v": verifier, "r": return_to,
                                                        "t": self._clock()})
         self._set_cookie(exchange, response, self.login_cookie, sealed, max_age=int(LOGIN_TTL),
@@ -220,8 +208,7 @@ class OIDCLogin:
         if "error" in query or "code" not in query:
             raise Unauthorized("The identity provider did not sign you in.",
                                internal=f"authorization error {query.get('error')!r}: {query.get('error_description')}")
-        tokens = await self._token_request({
-            "grant_type": "authorization_code",
+        tokens = await self._token_request("authorization_code", {
             "code": query["code"],
             "redirect_uri": self._origin(exchange) + f"{self.prefix}/callback",
             "code_verifier": pending["v"],
@@ -405,8 +392,7 @@ class OIDCLogin:
 
     async def _refresh_at_idp(self, session: Session) -> Session | None:
         try:
-            tokens = await self._token_request({"grant_type": "refresh_token", "refresh_token": session.refresh_token
-                                                or ""})
+            tokens = await self._token_request("refresh_token", {"refresh_token": session.refresh_token or ""})
         except UpstreamUnavailable:
             if session.access_token and session.expires_at is not None and self._clock() < session.expires_at:
                 return session  # the IdP is down: the current token still works for a while
@@ -518,20 +504,15 @@ class OIDCLogin:
                 self._metadata = document
         return self._metadata
 
-    async def _token_request(self, data: dict[str, str]) -> dict[str, Any] | None:
+    async def _token_request(self, grant_type: str, params: dict[str, str]) -> dict[str, Any] | None:
         """POST to the token endpoint; None when the IdP refuses (4xx), 503 when it cannot answer."""
         endpoint = (await self.metadata())["token_endpoint"]
-        auth: httpx.Auth = httpx.BasicAuth(self.client_id, self._client_secret or "")
-        if self._client_secret is None or self.auth_method == "client_secret_post":
-            data = {**data, "client_id": self.client_id}
-            if self._client_secret is not None:
-                data["client_secret"] = self._client_secret
-            auth = _NO_AUTH
         try:
             async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-                response = await client.post(endpoint, data=data, auth=auth, headers={"accept": "application/json"})
+                response = await token_request(client, endpoint, grant_type, params, client_id=self.client_id,
+                                               client_secret=self._client_secret, auth_method=self.auth_method)
             if 400 <= response.status_code < 500:
-                logger.info("token endpoint refused %s: %s", data["grant_type"], response.text[:200])
+                logger.info("token endpoint refused %s: %s", grant_type, response.text[:200])
                 return None
             response.raise_for_status()
             body = response.json()
