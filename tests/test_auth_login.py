@@ -153,8 +153,8 @@ async def test_refresh_is_single_flight_and_ends_refused_sessions() -> None:
         None,  # the provider refuses the refresh token
     ]
 
-    async def token_request(data: dict[str, str]) -> dict[str, Any] | None:
-        calls.append(data)
+    async def token_request(grant_type: str, params: dict[str, str]) -> dict[str, Any] | None:
+        calls.append({"grant_type": grant_type, **params})
         await asyncio.sleep(0.05)
         return answers.pop(0)
 
@@ -194,8 +194,8 @@ async def test_cookie_sessions_refresh_once_and_share_the_rotation_with_late_req
     configured = login(refresh_before=30)
     calls: list[dict[str, str]] = []
 
-    async def token_request(data: dict[str, str]) -> dict[str, Any] | None:
-        calls.append(data)
+    async def token_request(grant_type: str, params: dict[str, str]) -> dict[str, Any] | None:
+        calls.append({"grant_type": grant_type, **params})
         await asyncio.sleep(0.05)
         return {"access_token": f"at-{len(calls) + 1}", "refresh_token": f"rt-{len(calls) + 1}", "expires_in": 300}
 

@@ -315,7 +315,7 @@ async def test_a_login_whose_tokens_do_not_fit_the_cookies_fails_with_502(upstre
     site = Site(upstream.url, CookieSessions(chunk_size=600, max_chunks=2), Clock())
     login = site.login
 
-    async def token_request(data: dict[str, str]) -> dict[str, Any]:
+    async def token_request(grant_type: str, params: dict[str, str]) -> dict[str, Any]:
         return {"id_token": "x" * 10, "access_token": os.urandom(1500).hex(), "expires_in": 60}
 
     async def verify_id_token(id_token: str, nonce: str) -> dict[str, Any]:
