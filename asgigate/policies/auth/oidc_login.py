@@ -79,7 +79,7 @@ class OIDCLogin:
     base_url="https://shop.example.com")``. `secret` (32+ bytes) seals the cookies. `base_url` is the public
     origin of the gateway (the callback is ``{base_url}{prefix}/callback``); without it, it is taken from the
     request. `scope` is requested at login (add ``offline_access`` where the IdP wants it for refresh tokens);
-    `params` are extra authorization request parameters (``{"resource": ...}``). See docs/auth.md.
+    `params` are extra authorization request parameters (``{"resource": ...}``). See docs/login.md.
     """
 
     def __init__(
