@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from redisserver import RedisServer
 
 from asgigate import (
     ConfigurationError,
@@ -33,6 +32,7 @@ from asgigate import (
 )
 from asgigate.policies.auth._session import Session, SessionCipher
 
+from redisserver import RedisServer
 from servers import ThreadServer
 
 SECRET = "sessions-test-secret-0123456789abcdef"

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from idp.provider import OpenIDProvider, openid_provider
-from redisserver import RedisServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -27,6 +26,7 @@ from starlette.routing import Route as StarletteRoute
 
 from asgigate import Gateway, OIDCLogin, Proxy, RedisSessions, Route, SessionAuth, TokenRelay, Upstream
 
+from redisserver import RedisServer
 from servers import ThreadServer, free_port
 
 PREFIX = "replicas:"

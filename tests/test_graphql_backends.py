@@ -4,11 +4,8 @@ concurrent fan-out."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -21,19 +18,10 @@ from asgigate import ConfigurationError, Gateway, Route, Upstream
 from asgigate.graphql import GraphQL, GraphQLContext, GrpcBatch, RestBatch, batch_loader
 from asgigate.graphql.grpc import GrpcBackend
 
-from servers import ThreadServer, free_port, serve_process
+from graphqlbackends import catalog_server, load, rest_server
+from servers import ThreadServer, free_port
 
-HERE = Path(__file__).resolve().parent / "graphql"
 DELAY = 0.4
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"graphql_tests_{name}", HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 grpc_service = load("grpc_service")
@@ -136,17 +124,14 @@ def slow_orders(protos: tuple[ModuleType, ModuleType]) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def rest() -> Iterator[Any]:
-    app = load("rest_service").make_app()
-    with ThreadServer(app) as server:
-        server.app = app  # type: ignore[attr-defined]
+    with rest_server() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def catalog() -> Iterator[str]:
-    port = free_port()
-    with serve_process([sys.executable, str(HERE / "graphql_service.py"), str(port)], port):
-        yield f"http://127.0.0.1:{port}"
+    with catalog_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,8 @@ backends with batching, credentials relayed, and a dead service failing only its
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -19,19 +16,8 @@ from strawberry.types import Info
 from asgigate import ConfigurationError, Gateway, Route, Upstream
 from asgigate.graphql import Extend, GraphQL, GraphQLContext, RemoteSchema, RestBatch
 
-from servers import ThreadServer, free_port, serve_process
-
-HERE = Path(__file__).resolve().parent / "graphql"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"graphql_tests_{name}", HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from graphqlbackends import catalog_server, load, rest_server
+from servers import ThreadServer, free_port
 
 users_by_id = RestBatch("users", "/users", key="id")
 
@@ -64,17 +50,14 @@ async def owner_of(product: dict[str, Any], info: Any) -> User | None:
 
 @pytest.fixture(scope="module")
 def rest() -> Iterator[Any]:
-    app = load("rest_service").make_app()
-    with ThreadServer(app) as server:
-        server.app = app  # type: ignore[attr-defined]
+    with rest_server() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def catalog() -> Iterator[str]:
-    port = free_port()
-    with serve_process([sys.executable, str(HERE / "graphql_service.py"), str(port)], port):
-        yield f"http://127.0.0.1:{port}"
+    with catalog_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

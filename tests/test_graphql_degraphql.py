@@ -3,11 +3,7 @@ backend behind the schema's resolvers."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,18 +13,8 @@ from strawberry.types import Info
 from asgigate import ConfigurationError, Gateway, Route, Upstream
 from asgigate.graphql import DeGraphQL, GraphQL, GraphQLContext, GraphQLCost
 
+from graphqlbackends import load
 from servers import ThreadServer, free_port
-
-HERE = Path(__file__).resolve().parent / "graphql"
-
-
-def load_rest() -> Any:
-    spec = importlib.util.spec_from_file_location("graphql_tests_rest_service", HERE / "rest_service.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @strawberry.type
@@ -74,7 +60,7 @@ schema = strawberry.Schema(query=Query)
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[str]:
-    app = load_rest().make_app()
+    app = load("rest_service").make_app()
     with ThreadServer(app) as rest:
         users = Upstream(rest.url, name="users")
         gone = Upstream(f"http://127.0.0.1:{free_port()}", name="gone")

@@ -4,11 +4,7 @@ separate GraphQL service process)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -21,19 +17,10 @@ from asgigate.exchange import Exchange
 from asgigate.graphql import GraphQL, GraphQLContext, RestBatch
 from asgigate.policies.auth import Identity
 
-from servers import ThreadServer, free_port, serve_process
+from graphqlbackends import catalog_server, rest_server
+from servers import ThreadServer, free_port
 
-HERE = Path(__file__).resolve().parent / "graphql"
 GQL = "application/graphql-response+json"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"graphql_tests_{name}", HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 teams = RestBatch("users", "/teams", items="data.teams")
@@ -167,17 +154,14 @@ class BFF(Gateway):
 
 @pytest.fixture(scope="module")
 def rest() -> Iterator[Any]:
-    app = load("rest_service").make_app()
-    with ThreadServer(app) as server:
-        server.app = app  # type: ignore[attr-defined]
+    with rest_server() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def catalog() -> Iterator[str]:
-    port = free_port()
-    with serve_process([sys.executable, str(HERE / "graphql_service.py"), str(port)], port):
-        yield f"http://127.0.0.1:{port}"
+    with catalog_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

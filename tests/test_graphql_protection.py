@@ -4,8 +4,6 @@ automatic persisted queries and safelists; through a real server, with a REST ba
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,19 +28,10 @@ from asgigate import (
 )
 from asgigate.graphql import GraphQL, GraphQLContext, GraphQLCost, GraphQLLimits, PersistedQueries, Safelist
 
+from graphqlbackends import load
 from servers import ThreadServer
 
-HERE = Path(__file__).resolve().parent / "graphql"
 GQL = "application/graphql-response+json"
-
-
-def load_rest() -> Any:
-    spec = importlib.util.spec_from_file_location("graphql_tests_rest_service", HERE / "rest_service.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @strawberry.type
@@ -95,7 +84,7 @@ class CostHeader(Policy):
 
 @pytest.fixture(scope="module")
 def rest() -> Iterator[Any]:
-    app = load_rest().make_app()
+    app = load("rest_service").make_app()
     with ThreadServer(app) as server:
         server.app = app  # type: ignore[attr-defined]
         yield server

@@ -12,7 +12,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from redisserver import RedisServer
 
 from asgigate import (
     ConcurrencyLimit,
@@ -30,6 +29,7 @@ from asgigate import (
 )
 from asgigate.exchange import Exchange
 
+from redisserver import RedisServer
 from servers import PYTHON, ThreadServer, free_port, serve_process
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from redisserver import RedisServer
 from starlette.responses import PlainTextResponse
 
 from asgigate import (
@@ -30,6 +29,7 @@ from asgigate import (
     by_header,
 )
 
+from redisserver import RedisServer
 from servers import free_port, serve_process, uvicorn_cmd
 
 TIMEOUT = 0.5  # the store timeout: generous, so that a loaded test machine does not time out a healthy Redis

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from redisserver import RedisServer
 
 from asgigate import (
     ConcurrencyLimit,
@@ -29,6 +28,7 @@ from asgigate import (
     by_route,
 )
 
+from redisserver import RedisServer
 from servers import ThreadServer, free_port, serve_process, uvicorn_cmd
 
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from starlette.responses import PlainTextResponse
-from storeservers import MemcachedServer, RedisCluster, RedisSentinel
 
 from asgigate import (
     ConcurrencyLimit,
@@ -29,6 +28,7 @@ from asgigate import (
 )
 
 from servers import ThreadServer
+from storeservers import MemcachedServer, RedisCluster, RedisSentinel
 
 LIMIT = 20
 STRATEGIES = {

@@ -11,10 +11,10 @@ import pytest
 from limits import RateLimitItemPerMinute
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
-from redisserver import RedisServer
 
 from asgigate.policies._redis_wire import RedisError, RedisWire, _parse, _Protocol
 
+from redisserver import RedisServer
 from servers import free_port, wait_port
 
 
