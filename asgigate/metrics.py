@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -69,7 +70,7 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-class _Metric:
+class _Metric(ABC):
     kind = ""
 
     def __init__(self, name: str, help: str, labels: Sequence[str]) -> None:
@@ -80,14 +81,17 @@ class _Metric:
         self.help = help
         self.label_names = tuple(labels)
 
+    @abstractmethod
     def snapshot(self) -> list[Any]:
-        raise NotImplementedError
+        """This worker's values, as JSON-able rows."""
 
+    @abstractmethod
     def merge(self, total: dict[LabelValues, Any], rows: Iterable[Any]) -> None:
-        raise NotImplementedError
+        """Add rows (from a snapshot) into `total`."""
 
+    @abstractmethod
     def lines(self, values: dict[LabelValues, Any]) -> list[str]:
-        raise NotImplementedError
+        """The exposition lines of the summed values."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, labels={list(self.label_names)})"

@@ -6,6 +6,7 @@ strawberry DataLoader from it on first use, and it is thrown away with the reque
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ def _dig(value: Any, path: str | None) -> Any:
     return value
 
 
-class BatchLoader:
+class BatchLoader(ABC):
     """Base of loader specs: `load(ctx, keys)` returns one value (or exception) per key, in the keys' order.
 
     `max_batch_size` splits larger batches; `cache_key` maps a key to what deduplicates it (default: itself).
@@ -35,8 +36,9 @@ class BatchLoader:
     max_batch_size: int | None = None
     cache_key: Callable[[Any], Hashable] | None = None
 
+    @abstractmethod
     async def load(self, ctx: GraphQLContext, keys: list[Any]) -> Sequence[Any]:
-        raise NotImplementedError
+        """One value (or an exception) per key, in the keys' order."""
 
 
 class _FunctionLoader(BatchLoader):
