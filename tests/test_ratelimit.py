@@ -309,3 +309,25 @@ def test_configuration_is_checked_and_comparable() -> None:
     assert repr(ConcurrencyLimit(5, key=by_subject)) == "ConcurrencyLimit(5, key=by_subject)"
     assert repr(RateLimit("10/second; 1000/day", per_route=True)) == (
         "RateLimit('10/second; 1000/day', key=by_client_ip, per_route=True)")
+
+
+def test_charge_counts_a_computed_cost() -> None:
+    budget = RateLimit("10/minute", name="charged", headers=True)
+
+    async def expensive(exchange: Exchange) -> Response:
+        await budget.charge(exchange, int(exchange.query_params.get("cost", "1")))
+        return Response("done")
+
+    class Charged(Gateway):
+        def routes(self) -> list[Route]:
+            return [Route("/work", expensive)]
+
+    with ThreadServer(Charged()) as server, httpx.Client(base_url=server.url) as client:
+        assert client.get("/work?cost=4").status_code == 200
+        assert client.get("/work?cost=4").status_code == 200
+        refused = client.get("/work?cost=4")  # 12 > 10
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "rate_limited"
+    assert budget.counts["admitted"] == 2 and budget.counts["rejected"] == 1
+    with pytest.raises(ValueError, match="positive integer"):
+        asyncio.run(budget.charge(SimpleNamespace(), 0))  # type: ignore[arg-type]

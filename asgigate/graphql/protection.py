@@ -7,7 +7,6 @@ Cost analysis estimates what an operation will make the backends do before anyth
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -218,10 +217,7 @@ class GraphQLCost:
         """Charge `rate_limit` with this request's cost (at least 1); raises `RateLimited` past the limit."""
         if self.rate_limit is None:
             return
-        # A shallow copy shares the limit's name, store and counters; only the cost of this one hit differs.
-        charged = copy.copy(self.rate_limit)
-        charged.cost = max(1, cost)
-        await charged.on_request(exchange)
+        await self.rate_limit.charge(exchange, max(1, cost))
 
 
 def cost_limit_error(cost: int, maximum: int) -> GraphQLError:

@@ -235,7 +235,13 @@ class RateLimit(Policy):
         parts.append(value)
         return "/".join(parts)
 
-    async def on_request(self, exchange: Exchange) -> Response | None:
+    async def charge(self, exchange: Exchange, cost: int) -> None:
+        """Count one hit of `cost` for this request (a GraphQL query's computed cost, say); raises past the limit."""
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise ValueError(f"RateLimit.charge cost={cost!r} must be a positive integer.")
+        await self.on_request(exchange, cost)
+
+    async def on_request(self, exchange: Exchange, cost: int | None = None) -> Response | None:
         value = self._key_function(exchange)
         if value is None:
             if self.missing_key == "allow":
@@ -252,7 +258,8 @@ class RateLimit(Policy):
         else:
             route = exchange.route
             ids = self._ids(value, route.name if route is not None else None, plan_name)
-        cost = self.cost
+        if cost is None:
+            cost = self.cost
         stop_on_refusal = not self.dry_run
         store = self.store
         fast = store.counters
