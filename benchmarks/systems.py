@@ -99,6 +99,15 @@ GATE_RL_MEMORY = SystemSpec(
     asgigate=True,
     workloads=EDGE_WORKLOADS,
 )
+GATE_RL_MEMORY_BARE = SystemSpec(
+    "asgigate-rl-memory-noheaders",
+    "asgigate, rate limit per client ip, memory store, headers=False",
+    "uvicorn",
+    8103,
+    app="asgigate_ratelimit_memory:noheaders",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+)
 GATE_RL_REDIS = SystemSpec(
     "asgigate-rl-redis",
     "asgigate, rate limit per client ip, Redis store",
@@ -109,11 +118,11 @@ GATE_RL_REDIS = SystemSpec(
     workloads=EDGE_WORKLOADS,
     redis=True,
 )
-EDGE_SYSTEMS: list[SystemSpec] = [GATE_LOG, GATE_JWT, GATE_RL_MEMORY, GATE_RL_REDIS, GATE_FULL]
+EDGE_SYSTEMS: list[SystemSpec] = [GATE_LOG, GATE_JWT, GATE_RL_MEMORY, GATE_RL_MEMORY_BARE, GATE_RL_REDIS, GATE_FULL]
 
 SYSTEMS: list[SystemSpec] = [
     DIRECT, NGINX_PROXY, HELLO, AIOHTTP_PROXY, ASGIPROXY, GATE_PLAIN, GATE_LOG, GATE_JWT, GATE_RL_MEMORY,
-    GATE_RL_REDIS, GATE_FULL,
+    GATE_RL_MEMORY_BARE, GATE_RL_REDIS, GATE_FULL,
 ]  # fmt: skip
 
 # Worker scaling: everything (these servers, wrk, the upstream) may run on both cores.

@@ -1,7 +1,8 @@
 """asgigate, plain proxy route behind an in-memory rate limit (issue 6 target: >= 0.9x asgigate_plain).
 
 The limit is per client address and high enough never to refuse during a run: what is measured is the cost of
-the decision and of the rate limit headers on every reply, not of 429 replies.
+the decision and of the rate limit headers on every reply, not of 429 replies. `noheaders` is the same limit
+with `headers=False`: the difference is what the five rate limit headers cost.
 """
 
 from edge import Edge, memory_rate_limit
@@ -10,9 +11,9 @@ from asgigate import Proxy, RateLimit, Route
 
 
 class RateLimitedMemory(Edge):
-    def __init__(self) -> None:
+    def __init__(self, *, headers: bool = True) -> None:
         super().__init__(request_id=False, access_log=False)
-        self.limit = memory_rate_limit()
+        self.limit = memory_rate_limit(headers=headers)
 
     def policies(self) -> list[RateLimit]:
         return [self.limit]
@@ -22,3 +23,4 @@ class RateLimitedMemory(Edge):
 
 
 app = RateLimitedMemory()
+noheaders = RateLimitedMemory(headers=False)

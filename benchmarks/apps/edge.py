@@ -59,9 +59,9 @@ def bearer_auth() -> BearerAuth:
     )
 
 
-def memory_rate_limit() -> RateLimit:
+def memory_rate_limit(*, headers: bool = True) -> RateLimit:
     """One limit per client address, counted in this process's memory (the default store)."""
-    return RateLimit(NEVER_REFUSES, key=by_client_ip)
+    return RateLimit(NEVER_REFUSES, key=by_client_ip, headers=headers)
 
 
 def redis_rate_limit() -> RateLimit:
