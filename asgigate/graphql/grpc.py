@@ -1,7 +1,8 @@
 """GrpcBackend: call gRPC methods from resolvers, messages as dicts or message objects.
 
-A small generic client: one grpc.aio channel per backend, methods found by full name in the generated `_pb2`
-modules given, dicts converted with google.protobuf.json_format (field names as in the .proto).
+A `GrpcUpstream` (the channels of the transcoding target: per event loop, TLS, keepalive) whose unary methods are
+found by name in the generated `_pb2` modules given; dicts converted with google.protobuf.json_format (field
+names as in the .proto).
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-import httpx
-
 from ..errors import ConfigurationError
-from ..upstream import Upstream
+from ..grpc.channels import GrpcUpstream
 from .backends import BackendCallError
 
 __all__ = ["GrpcBackend"]
@@ -28,12 +27,13 @@ _STATUS = {
 }
 
 
-class GrpcBackend(Upstream):
+class GrpcBackend(GrpcUpstream):
     """A gRPC service: ``GrpcBackend("127.0.0.1:50051", orders_pb2, name="orders", timeout=2.0)``.
 
-    `modules` are generated ``_pb2`` modules whose services' methods can be called by full name
-    (``"orders.Orders/GetOrder"``) or, when unique, by ``"Orders/GetOrder"`` or ``"GetOrder"``. It is an
-    `Upstream` (plaintext HTTP/2 on `target`) so the gateway closes its channel on shutdown.
+    `target` is ``host:port`` (plaintext) or a ``grpc://`` / ``grpcs://`` URL; `modules` are generated ``_pb2``
+    modules whose services' methods can be called by full name (``"orders.Orders/GetOrder"``) or, when unique,
+    by ``"Orders/GetOrder"`` or ``"GetOrder"``. `options` are extra grpc channel arguments. The gateway closes
+    its channels on shutdown.
     """
 
     def __init__(
@@ -44,12 +44,11 @@ class GrpcBackend(Upstream):
         timeout: float | None = 10.0,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        super().__init__(f"http://{target}", name=name, timeout=httpx.Timeout(timeout))
+        super().__init__(target if "://" in target else f"grpc://{target}", name=name, options=options)
         if not modules:
             raise ConfigurationError(f"GrpcBackend({target!r}) needs the generated _pb2 modules of its services.")
         self.target = target
         self.call_timeout = timeout
-        self.options = list(options)
         self.methods: dict[str, tuple[str, type[Any], type[Any]]] = {}
         aliases: dict[str, list[str]] = {}
         from google.protobuf import message_factory
@@ -73,8 +72,7 @@ class GrpcBackend(Upstream):
         for alias, fulls in aliases.items():
             if len(fulls) == 1 and alias not in self.methods:
                 self.methods[alias] = self.methods[fulls[0]]
-        self._channel: Any = None
-        self._callables: dict[str, Any] = {}
+        self._callables: dict[tuple[Any, str], Any] = {}  # per (channel, method path)
 
     def method(self, name: str) -> tuple[str, type[Any], type[Any]]:
         found = self.methods.get(name.lstrip("/"))
@@ -84,13 +82,12 @@ class GrpcBackend(Upstream):
 
     def _callable(self, name: str) -> tuple[Any, type[Any]]:
         path, request_class, response_class = self.method(name)
-        call = self._callables.get(path)
+        channel = self.channel()
+        call = self._callables.get((channel, path))
         if call is None:
-            import grpc
-
-            if self._channel is None:
-                self._channel = grpc.aio.insecure_channel(self.target, options=self.options)
-            call = self._callables[path] = self._channel.unary_unary(
+            if len(self._callables) > 256:  # channels of an event loop that is gone
+                self._callables.clear()
+            call = self._callables[channel, path] = channel.unary_unary(
                 path, request_serializer=request_class.SerializeToString,
                 response_deserializer=response_class.FromString)
         return call, request_class
@@ -131,10 +128,7 @@ class GrpcBackend(Upstream):
                                          always_print_fields_with_no_presence=True)
 
     async def aclose(self) -> None:
-        channel, self._channel = self._channel, None
         self._callables = {}
-        if channel is not None:
-            await channel.close()
         await super().aclose()
 
     def __repr__(self) -> str:
