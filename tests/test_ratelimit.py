@@ -130,6 +130,37 @@ def test_headers_on_success_and_refusal(shop: httpx.Client) -> None:
     assert refused.headers["ratelimit"].startswith('"3-per-minute";r=0;')
 
 
+def test_header_sets_and_header_safe_names() -> None:
+    ietf = RateLimit("5/minute", name="ietf-only", headers="ietf")
+    legacy = RateLimit("5/minute", name="x-only", headers="x-ratelimit")
+    silent = RateLimit("1/minute", name="silent", headers=False)
+
+    class Headed(Gateway):
+        def routes(self) -> list[Route]:
+            return [Route("/ietf", Direct(text="i"), policies=[ietf]),
+                    Route("/x", Direct(text="x"), policies=[legacy]),
+                    Route("/silent", Direct(text="s"), policies=[silent])]
+
+    names = {"ratelimit", "ratelimit-policy", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+    with ThreadServer(Headed()) as server, httpx.Client(base_url=server.url) as client:
+        reply = client.get("/ietf")
+        assert names & set(reply.headers) == {"ratelimit", "ratelimit-policy"}
+        assert reply.headers["ratelimit"] == '"5-per-minute";r=4;t=60'
+        reply = client.get("/x")
+        assert names & set(reply.headers) == {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+        assert reply.headers["x-ratelimit-remaining"] == "4"
+        assert names & set(client.get("/silent").headers) == set()
+        refused = client.get("/silent")
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+        assert names & set(refused.headers) == set()
+    assert repr(ietf).endswith("headers='ietf')") and repr(silent).endswith("headers=False)")
+    with pytest.raises(ConfigurationError, match="headers="):
+        RateLimit("1/second", headers="draft-7")  # type: ignore[arg-type]
+    for bad in ('say "hi"', "back\\slash", "caf\u00e9", ""):
+        with pytest.raises(ConfigurationError, match="printable ASCII"):
+            Limit("1/second", name=bad)
+
+
 def test_shared_and_separate_counters(shop: httpx.Client) -> None:
     # one policy on a group, key by_route without per_route: each route has its own counter anyway
     # (the key is the route); per_route=True on a key shared by both routes is what separates them:
@@ -196,8 +227,10 @@ def test_sliding_window_never_exceeds(shop: httpx.Client) -> None:
 def test_concurrency_limit_releases_on_every_ending(shop: httpx.Client, upstream: ThreadServer) -> None:
     async def run() -> list[int]:
         async with httpx.AsyncClient(base_url=str(shop.base_url), timeout=10) as client:
-            slow = [asyncio.create_task(client.get("/slow", params={"delay": "0.5"})) for _ in range(2)]
-            await asyncio.sleep(0.2)
+            slow = [asyncio.create_task(client.get("/slow", params={"delay": "1.5"})) for _ in range(2)]
+            deadline = time.monotonic() + 10
+            while CONCURRENT.in_flight() < 2 and time.monotonic() < deadline:  # both slow ones are in
+                await asyncio.sleep(0.02)
             extra = await client.get("/slow", params={"delay": "0"})
             done = await asyncio.gather(*slow)
             return [extra.status_code] + [r.status_code for r in done]
@@ -205,6 +238,9 @@ def test_concurrency_limit_releases_on_every_ending(shop: httpx.Client, upstream
     extra, *served = asyncio.run(run())
     assert extra == 429
     assert served == [200, 200]
+    wait_until_idle = time.monotonic() + 5  # a slot is freed just after the reply's last byte has gone out
+    while CONCURRENT.in_flight() and time.monotonic() < wait_until_idle:
+        time.sleep(0.02)
     assert CONCURRENT.in_flight() == 0
     # an upstream failure and a client that goes away release their slots too
     assert shop.get("/upstream/status/500").status_code == 500

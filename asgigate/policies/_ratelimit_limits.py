@@ -27,7 +27,7 @@ class Limit:
     in the headers but never refuses. `name` is the limit's name in the ``RateLimit*`` headers.
     """
 
-    __slots__ = ("_amount_bytes", "_item", "_key_head", "_key_tail", "_name_bytes", "amount", "dry_run", "name",
+    __slots__ = ("_amount_bytes", "_item", "_key_head", "_key_tail", "_name_field", "amount", "dry_run", "name",
                  "quota", "rate", "strategy", "window")
     rate: str
     strategy: Strategy
@@ -37,7 +37,7 @@ class Limit:
     _item: RateLimitItem
     _key_head: str
     _key_tail: str
-    _name_bytes: bytes
+    _name_field: bytes  # the RateLimit header up to the remaining count: b'"name";r='
     _amount_bytes: bytes
     amount: int
     window: int
@@ -56,6 +56,9 @@ class Limit:
             raise ConfigurationError(f"Limit({rate!r}) holds {len(items)} rates; give RateLimit a list instead.")
         if strategy not in STRATEGIES:
             raise ConfigurationError(f"rate limit strategy {strategy!r}: use one of {', '.join(STRATEGIES)}.")
+        if name is not None and not (name and all(" " <= c <= "~" and c not in '"\\' for c in name)):
+            raise ConfigurationError(f"Limit name {name!r} must be printable ASCII without quotes or backslashes "
+                                     "(it is sent as a quoted string in the RateLimit headers).")
         item = items[0]
         object.__setattr__(self, "_item", item)
         object.__setattr__(self, "rate", rate)
@@ -69,7 +72,7 @@ class Limit:
         # the counter keys limits' RateLimitItem.key_for() makes, in two halves around the identifiers
         object.__setattr__(self, "_key_head", f"{item.namespace}/")
         object.__setattr__(self, "_key_tail", f"/{item.amount}/{item.multiples}/{item.GRANULARITY.name}")
-        object.__setattr__(self, "_name_bytes", self.name.encode("latin-1", "replace"))
+        object.__setattr__(self, "_name_field", b'"' + self.name.encode("latin-1", "replace") + b'";r=')
         object.__setattr__(self, "_amount_bytes", b"%d" % self.amount)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -81,6 +81,26 @@ class FixedWindowCounters:
             del self._counters[key]
 
 
+async def _load_scripts(storage: Storage) -> None:
+    """SCRIPT LOAD of `limits`' scripts on a standalone Redis through coredis, before their first EVALSHA.
+
+    coredis answers NOSCRIPT by closing the connection and reconnecting the same protocol object; over TLS the
+    old connection's close completes later and then tears down the new one (seen on a loaded machine).
+    """
+    from limits.aio.storage.redis.coredis import CoredisBridge
+
+    bridge = getattr(storage, "bridge", None)
+    if not isinstance(bridge, CoredisBridge):
+        return
+    from coredis import Redis
+    from coredis.commands.script import Script
+
+    client = bridge.get_connection()
+    if isinstance(client, Redis):  # not a cluster: there every node needs the scripts, coredis sees to it
+        for script in {value.script for value in vars(bridge).values() if isinstance(value, Script)}:
+            await client.script_load(script)
+
+
 def _warmed_up(operation: Callable[[Storage], Awaitable[T]]) -> Callable[[Storage], Awaitable[T]]:
     """`operation`, after one use of every strategy on a throw-away key.
 
@@ -93,6 +113,7 @@ def _warmed_up(operation: Callable[[Storage], Awaitable[T]]) -> Callable[[Storag
         from limits import RateLimitItemPerSecond
         from limits.aio import strategies
 
+        await _load_scripts(storage)
         for name, strategy in (("fixed", strategies.FixedWindowRateLimiter),
                                ("moving", strategies.MovingWindowRateLimiter),
                                ("sliding", strategies.SlidingWindowCounterRateLimiter)):
@@ -110,6 +131,8 @@ def _warmed_up(operation: Callable[[Storage], Awaitable[T]]) -> Callable[[Storag
     return warmed_up
 
 
+# options RedisWire understands as coredis does; any other option is for `limits`' client alone
+_WIRE_OPTIONS = frozenset({"key_prefix", "username", "password", "ssl_context"})
 _SETTINGS = frozenset({"uri", "timeout", "connect_timeout", "on_failure", "retry_interval", "options", "remote"})
 
 StoreListener = Callable[["RateLimitStore", bool], None]
@@ -120,8 +143,10 @@ class RateLimitStore:
 
     `uri` is any `limits` storage URI (``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``,
     ``redis+sentinel://``, ``memcached://``, ...; the ``async+`` prefix is added for you); `options` go to the
-    storage class. `timeout` bounds every store call (seconds), except the first one of a new client, which
-    connects and loads the scripts (`connect_timeout`). `on_failure` says what a request does while the
+    storage class. Credentials and TLS settings are read from the URI as coredis reads them
+    (``rediss://user:pw@host:6380/0?ssl_ca_certs=/ca.pem``), by both clients of a standalone Redis. `timeout`
+    bounds every store call (seconds), except the first one of a new client, which connects and loads the
+    scripts (`connect_timeout`). `on_failure` says what a request does while the
     store is unavailable: ``"local"`` counts in this process's memory instead, ``"open"`` admits it uncounted,
     ``"closed"`` refuses it (503). For metrics: `healthy`, `outages` (times it went down), `failures` (failed
     calls), `fallbacks` (decisions made without it), `last_error`, and `on_change(store, healthy)`, called
@@ -197,8 +222,7 @@ class RateLimitStore:
         # the memory store's fixed windows are counted here, without the storage's locks and awaits
         self.counters = FixedWindowCounters() if not self.remote else None
         # a standalone Redis counts fixed windows through RedisWire (a few µs instead of coredis' ~200 µs of CPU)
-        self.wire = (RedisWire(full, key_prefix=self.options.get("key_prefix", "LIMITS"))
-                     if RedisWire.supports(full) and set(self.options) <= {"key_prefix"} else None)
+        self.wire = self._new_wire()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warm = False
         self._warming = None
@@ -214,6 +238,14 @@ class RateLimitStore:
     @property
     def down(self) -> bool:
         return not self.healthy
+
+    def _new_wire(self) -> RedisWire | None:
+        if not RedisWire.supports(self.uri) or not set(self.options) <= _WIRE_OPTIONS:
+            return None
+        try:
+            return RedisWire(self.uri, **self.options)
+        except (ValueError, OSError) as exc:  # a bad TLS setting, a missing CA or certificate file
+            raise ConfigurationError(f"rate limit store {self.display()!r}: {exc}") from None
 
     def _new_storage(self) -> Storage:
         from limits.aio.storage import Storage
@@ -233,9 +265,19 @@ class RateLimitStore:
             # a cluster that is down did not run the command: that one is safe to retry
             options.setdefault("retry_policy", ConstantRetryPolicy((ClusterDownError,), 2, 0.05)
                                if cluster else NoRetryPolicy())
+            if not cluster:
+                # coredis passes ssl_* keywords on to its connections, which refuse them at the first call
+                misplaced = sorted(name for name in options if name.startswith("ssl_") and name != "ssl_context")
+                if misplaced:
+                    raise ConfigurationError(
+                        f"rate limit store {self.display()!r}: give {', '.join(misplaced)} in the URI's query "
+                        "(rediss://host:port/0?ssl_ca_certs=...), or pass options={'ssl_context': ...}")
+                # a percent-encoded password in the URI means the same to coredis as to RedisWire and redis-py
+                options.setdefault("decode_components", True)
         try:
             storage = storage_from_string(self.uri, **options)
-        except (LimitsConfigurationError, ValueError, TypeError) as exc:  # a missing client library, a bad URI
+        # a missing client library, a bad URI or TLS setting, a missing CA or certificate file
+        except (LimitsConfigurationError, ValueError, TypeError, KeyError, OSError) as exc:
             raise ConfigurationError(f"rate limit store {self.display()!r}: {exc}") from None
         if not isinstance(storage, Storage):
             raise ConfigurationError(f"rate limit store {self.display()!r} is not an async storage.")

@@ -8,17 +8,21 @@ own fixed window (``LIMITS:<key>``, INCRBY then EXPIRE on the window's first hit
 other strategies through `limits` see the same counters.
 
 Only standalone ``redis://`` / ``rediss://`` servers; Cluster, Sentinel and other stores go through `limits`.
+It reads the URI as coredis (limits' client) does: ``user:password@``, the database, and the TLS settings of a
+``rediss://`` URI's query (`tls_context`), so one URI configures both clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import ssl
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RedisError", "RedisWire"]
+__all__ = ["RedisError", "RedisWire", "tls_context"]
 
 # One round trip: the count and the window's remaining milliseconds (limits' incr_expire.lua, plus PTTL).
 _INCR_WINDOW = b"""local amount = tonumber(ARGV[2])
@@ -37,6 +41,33 @@ def _sha1(data: bytes) -> bytes:
 
 
 _INCR_WINDOW_SHA = _sha1(_INCR_WINDOW)
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def tls_context(params: Mapping[str, str]) -> ssl.SSLContext:
+    """The TLS context coredis builds from a ``rediss://`` URI's query, with the same names and defaults.
+
+    ``ssl_ca_certs`` (a CA file or directory), ``ssl_certfile`` and ``ssl_keyfile`` (a client certificate),
+    ``ssl_cert_reqs`` (``none``, ``optional``: the default, which for a client verifies like ``required``)
+    and ``ssl_check_hostname`` (off by default). One URI thus configures RedisWire and `limits` alike.
+    """
+    context = ssl.create_default_context()
+    certfile, keyfile = params.get("ssl_certfile"), params.get("ssl_keyfile")
+    if bool(certfile) != bool(keyfile):
+        raise ValueError("ssl_certfile and ssl_keyfile go together (a client certificate and its key)")
+    if certfile and keyfile:
+        context.load_cert_chain(certfile=certfile, keyfile=keyfile)
+    if ca := params.get("ssl_ca_certs"):
+        context.load_verify_locations(**{("capath" if os.path.isdir(ca) else "cafile"): ca})
+    check = params.get("ssl_check_hostname", "")
+    context.check_hostname = bool(check) and check.upper() not in ("0", "F", "FALSE", "N", "NO")
+    reqs = params.get("ssl_cert_reqs") or "optional"
+    if reqs not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs={reqs!r}: use none, optional or required")
+    context.verify_mode = _CERT_REQS[reqs]
+    return context
 
 
 class RedisError(Exception):
@@ -159,17 +190,32 @@ class RedisWire:
     Calls have no timeout of their own: the rate limit store bounds each one (`RateLimitStore.timeout`).
     """
 
-    def __init__(self, uri: str, *, key_prefix: str = "LIMITS") -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        key_prefix: str = "LIMITS",
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         parts = urllib.parse.urlsplit(uri.removeprefix("async+"))
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"RedisWire speaks to redis:// or rediss:// servers, not {parts.scheme}://")
+        query = dict(urllib.parse.parse_qsl(parts.query))
         self.host = parts.hostname or "localhost"
         self.port = parts.port or 6379
         self.tls = parts.scheme == "rediss"
-        self.username = urllib.parse.unquote(parts.username) if parts.username else None
-        self.password = urllib.parse.unquote(parts.password) if parts.password else None
+        # the URI's credentials win over the keyword ones, as in coredis
+        self.username = urllib.parse.unquote(parts.username) if parts.username else username
+        self.password = urllib.parse.unquote(parts.password) if parts.password else password
         path = parts.path.strip("/")
-        self.db = int(path) if path else 0
+        self.db = int(query.get("db") or path or 0)
+        self.ssl: ssl.SSLContext | None = None
+        if self.tls:
+            self.ssl = ssl_context if ssl_context is not None else tls_context(query)
+        elif ssl_context is not None or any(name.startswith("ssl_") for name in query):
+            raise ValueError("TLS settings (ssl_*) need a rediss:// URI")
         self.prefix = key_prefix + ":"
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
@@ -201,8 +247,7 @@ class RedisWire:
         return protocol
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
-        context = ssl.create_default_context() if self.tls else None
-        _, protocol = await loop.create_connection(_Protocol, self.host, self.port, ssl=context)
+        _, protocol = await loop.create_connection(_Protocol, self.host, self.port, ssl=self.ssl)
         setup = []
         if self.password is not None:
             auth = (b"AUTH", self.username.encode(), self.password.encode()) if self.username else (

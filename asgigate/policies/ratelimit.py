@@ -90,18 +90,28 @@ def _policy_header(limits: Sequence[Limit]) -> bytes:
     return ", ".join(f'"{limit.name}";q={limit.amount};w={limit.window}' for limit in limits).encode()
 
 
-def _header_pairs(outcome: _Outcome, policy_header: bytes) -> list[tuple[bytes, bytes]]:
-    limit = outcome.limit
-    left = outcome.reset - time.time()
-    reset = int(left) + (left % 1 > 0) if left > 0 else 0  # ceil, without math.ceil's float round trip
-    remaining = b"%d" % outcome.remaining
-    return [
-        (b"ratelimit-policy", policy_header),
-        (b"ratelimit", b'"%s";r=%s;t=%d' % (limit._name_bytes, remaining, reset)),
-        (b"x-ratelimit-limit", limit._amount_bytes),
-        (b"x-ratelimit-remaining", remaining),
-        (b"x-ratelimit-reset", b"%d" % reset),
-    ]
+HeaderSet: TypeAlias = Literal["all", "ietf", "x-ratelimit"] | bool
+
+
+def _header_pairs(
+    limit: Limit, remaining: int, reset_at: float, policy_header: bytes, which: str = "all",
+    _time: Callable[[], float] = time.time, _ceil: Callable[[float], int] = math.ceil,
+) -> list[tuple[bytes, bytes]]:
+    reset = _ceil(reset_at - _time())
+    reset_bytes = b"%d" % reset if reset > 0 else b"0"
+    left = b"%d" % remaining
+    if which == "all":
+        return [
+            (b"ratelimit-policy", policy_header),
+            (b"ratelimit", limit._name_field + left + b";t=" + reset_bytes),
+            (b"x-ratelimit-limit", limit._amount_bytes),
+            (b"x-ratelimit-remaining", left),
+            (b"x-ratelimit-reset", reset_bytes),
+        ]
+    if which == "ietf":
+        return [(b"ratelimit-policy", policy_header), (b"ratelimit", limit._name_field + left + b";t=" + reset_bytes)]
+    return [(b"x-ratelimit-limit", limit._amount_bytes), (b"x-ratelimit-remaining", left),
+            (b"x-ratelimit-reset", reset_bytes)]
 
 
 async def _hit(
@@ -145,8 +155,9 @@ class RateLimit(Policy):
     (``"allow"``), or are refused with the given error class (``Unauthorized``).
     `per_route`: separate counters per route (default: one counter per key wherever the policy is placed).
     `name`: the counters' namespace; policies with the same name and store share counters. `store`: a
-    `RateLimitStore` or a URI (default: memory). `dry_run`: count and report, never refuse. `headers`: send the
-    rate limit headers. `cost`: how much one request counts.
+    `RateLimitStore` or a URI (default: memory). `dry_run`: count and report, never refuse. `headers`: which
+    rate limit headers to send: ``"all"`` (default), ``"ietf"`` (RateLimit-Policy and RateLimit only),
+    ``"x-ratelimit"`` (X-RateLimit-* only) or False. `cost`: how much one request counts.
     """
 
     def __init__(
@@ -163,7 +174,7 @@ class RateLimit(Policy):
         name: str | None = None,
         store: RateLimitStore | str | None = None,
         dry_run: bool = False,
-        headers: bool = True,
+        headers: HeaderSet = "all",
         cost: int = 1,
     ) -> None:
         if strategy not in STRATEGIES:
@@ -198,7 +209,10 @@ class RateLimit(Policy):
         self.store = store if isinstance(store, RateLimitStore) else (
             RateLimitStore(store) if store is not None else _memory_store())
         self.dry_run = dry_run
-        self.headers = headers
+        if headers not in (True, False, "all", "ietf", "x-ratelimit"):
+            raise ConfigurationError(f"RateLimit headers={headers!r}: use 'all', 'ietf', 'x-ratelimit' or False.")
+        self.headers = headers is not False
+        self._header_set: str = headers if isinstance(headers, str) else "all"
         self.cost = cost
         if name is None:
             base = f"{self.key.name}:{','.join(f'{lim.amount}/{lim.window}' for lim in self.limits) or 'plans'}"
@@ -274,9 +288,9 @@ class RateLimit(Policy):
                     if self.headers:
                         state = exchange.state
                         seen = state.get(_STATE)
-                        if seen is None or amount - count < seen[0].remaining:
-                            state[_STATE] = (_Outcome(limit, True, amount - count, reset),
-                                             self._policy_headers[plan_name])
+                        if seen is None or amount - count < seen[1]:
+                            state[_STATE] = (limit, amount - count, reset, self._policy_headers[plan_name],
+                                             self._header_set)
                     return None
                 outcomes = [_Outcome(limit, False, 0, reset)]
             else:
@@ -323,7 +337,9 @@ class RateLimit(Policy):
             retry_after = max(1, math.ceil(refused.reset - time.time()))
             headers = None
             if self.headers:
-                headers = {k.decode(): v.decode() for k, v in _header_pairs(refused, self._policy_headers[plan_name])}
+                pairs = _header_pairs(refused.limit, refused.remaining, refused.reset, self._policy_headers[plan_name],
+                                      self._header_set)
+                headers = {k.decode(): v.decode() for k, v in pairs}
             detail = (f"The quota of {refused.limit.amount} requests per {window_text(refused.limit.window)} "
                       "is used up." if refused.limit.quota else "Too many requests; slow down.")
             raise (QuotaExceeded if refused.limit.quota else RateLimited)(
@@ -331,8 +347,9 @@ class RateLimit(Policy):
         if self.headers:
             state = exchange.state
             seen = state.get(_STATE)
-            if seen is None or tightest.remaining < seen[0].remaining:
-                state[_STATE] = (tightest, self._policy_headers[plan_name])
+            if seen is None or tightest.remaining < seen[1]:
+                state[_STATE] = (tightest.limit, tightest.remaining, tightest.reset, self._policy_headers[plan_name],
+                                 self._header_set)
         return None
 
     async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
@@ -426,6 +443,8 @@ class RateLimit(Policy):
             parts.append(f"store={self.store!r}")
         if self.dry_run:
             parts.append("dry_run=True")
+        if not self.headers or self._header_set != "all":
+            parts.append(f"headers={self._header_set if self.headers else False!r}")
         if self.missing_key != "shared":
             parts.append(f"missing_key={getattr(self.missing_key, '__name__', self.missing_key)!r}")
         return f"RateLimit({', '.join(parts)})"
