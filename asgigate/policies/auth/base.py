@@ -92,7 +92,12 @@ def read_token(exchange: Exchange, sources: tuple[tuple[str, str, str], ...]) ->
     """The bearer token a request carries, from the first place in `sources` that has one."""
     for _, kind, name in sources:
         if kind == "header":
-            value = exchange.headers.get(name)
+            wanted = name.encode("latin-1")
+            value: str | None = None
+            for key, raw in exchange.scope["headers"]:  # the first one, as Headers.get gives, without building it
+                if key == wanted:
+                    value = raw.decode("latin-1")
+                    break
             if value is None:
                 continue
             if name == "authorization":
