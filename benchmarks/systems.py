@@ -108,6 +108,15 @@ GATE_RL_MEMORY_BARE = SystemSpec(
     asgigate=True,
     workloads=EDGE_WORKLOADS,
 )
+GATE_RL_MEMORY_IETF = SystemSpec(
+    "asgigate-rl-memory-ietf",
+    "asgigate, rate limit per client ip, memory store, headers='ietf'",
+    "uvicorn",
+    8104,
+    app="asgigate_ratelimit_memory:ietf",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+)
 GATE_RL_REDIS = SystemSpec(
     "asgigate-rl-redis",
     "asgigate, rate limit per client ip, Redis store",
@@ -118,11 +127,11 @@ GATE_RL_REDIS = SystemSpec(
     workloads=EDGE_WORKLOADS,
     redis=True,
 )
-EDGE_SYSTEMS: list[SystemSpec] = [GATE_LOG, GATE_JWT, GATE_RL_MEMORY, GATE_RL_MEMORY_BARE, GATE_RL_REDIS, GATE_FULL]
+EDGE_SYSTEMS: list[SystemSpec] = [GATE_LOG, GATE_JWT, GATE_RL_MEMORY, GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, GATE_RL_REDIS, GATE_FULL]
 
 SYSTEMS: list[SystemSpec] = [
     DIRECT, NGINX_PROXY, HELLO, AIOHTTP_PROXY, ASGIPROXY, GATE_PLAIN, GATE_LOG, GATE_JWT, GATE_RL_MEMORY,
-    GATE_RL_MEMORY_BARE, GATE_RL_REDIS, GATE_FULL,
+    GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, GATE_RL_REDIS, GATE_FULL,
 ]  # fmt: skip
 
 # Worker scaling: everything (these servers, wrk, the upstream) may run on both cores.

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from asgigate import AccessLog, BearerAuth, Gateway, Metrics, RateLimit, RateLimitStore, Upstream, by_client_ip
+from asgigate.policies.ratelimit import HeaderSet
 
 NEVER_REFUSES = "1000000000/hour"
 
@@ -59,7 +60,7 @@ def bearer_auth() -> BearerAuth:
     )
 
 
-def memory_rate_limit(*, headers: bool = True) -> RateLimit:
+def memory_rate_limit(*, headers: HeaderSet = "all") -> RateLimit:
     """One limit per client address, counted in this process's memory (the default store)."""
     return RateLimit(NEVER_REFUSES, key=by_client_ip, headers=headers)
 
