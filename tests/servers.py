@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,25 @@ def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | 
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+def wait_until(condition: Callable[[], object], within: float = 10.0, interval: float = 0.01) -> None:
+    """Poll until `condition()` is true or `within` seconds pass; the caller then asserts the state itself.
+
+    For state a server updates a moment after its client has the last byte (or in the background):
+    a loaded machine can take far longer than usual, and a failing test should still fail, only later."""
+    deadline = time.monotonic() + within
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(interval)
+
+
+async def wait_until_async(condition: Callable[[], object], within: float = 10.0, interval: float = 0.01) -> None:
+    """`wait_until` inside an event loop (whose other tasks go on meanwhile)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(interval)
 
 
 class ThreadServer:

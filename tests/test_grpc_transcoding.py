@@ -325,9 +325,9 @@ def test_metadata_both_ways(client: httpx.Client) -> None:
 
 def test_route_timeout_and_grpc_timeout_header(client: httpx.Client) -> None:
     remaining = client.post("/v1/echo", json={}).json()["deadlineSeconds"]
-    assert 4.0 < remaining <= 5.1  # the route's timeout (the server rounds up a little)
+    assert 3.0 < remaining <= 5.1  # the route's timeout (the server rounds up a little; a busy machine is slow)
     remaining = client.post("/v1/echo", json={}, headers={"grpc-timeout": "2S"}).json()["deadlineSeconds"]
-    assert 1.0 < remaining <= 2.1  # the client's shorter one
+    assert 0.5 < remaining <= 2.1  # the client's shorter one
     remaining = client.post("/v1/echo", json={}, headers={"grpc-timeout": "1H"}).json()["deadlineSeconds"]
     assert remaining <= 5.1  # never longer than the route's
 

@@ -135,14 +135,15 @@ def test_in_flight_gauge_sees_a_slow_request(gateway: tuple[MeteredGateway, http
 
     def slow() -> None:
         with httpx.Client(base_url=str(client.base_url), timeout=10) as other:
-            other.get("/up/slow?delay=0.8")
+            other.get("/up/slow?delay=1.5")
         done.set()
 
     thread = threading.Thread(target=slow)
     thread.start()
     try:
         seen = 0.0
-        for _ in range(50):
+        deadline = time.monotonic() + 10  # the other thread's request may take a while to get in on a busy machine
+        while not done.is_set() and time.monotonic() < deadline:
             seen = value(client.get("/metrics").text, "asgigate_requests_in_flight")
             if seen >= 2:  # the slow request and this scrape
                 break
@@ -289,7 +290,7 @@ def test_components_register_series_read_at_scrape_time() -> None:
 
 def test_rate_limit_decisions_and_store_health_are_series() -> None:
     with RedisServer() as redis:
-        store = RateLimitStore(redis.uri, timeout=0.2, retry_interval=0.2, on_failure="local")
+        store = RateLimitStore(redis.uri, timeout=1.0, retry_interval=0.2, on_failure="local")  # a busy Redis is up
         strict = RateLimit("2/minute", name="strict")
         watched = RateLimit("100/minute", name="watched", dry_run=True)
         shared = RateLimit("3/minute", name="shared", store=store)

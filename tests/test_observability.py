@@ -14,7 +14,7 @@ import pytest
 
 from asgigate import AccessLog, Direct, Gateway, Proxy, Route, Upstream
 
-from servers import ThreadServer, free_port
+from servers import ThreadServer, free_port, wait_until
 
 
 class Records(logging.Handler):
@@ -52,9 +52,7 @@ class LoggedGateway(Gateway):
 
 
 def wait_for(records: Records, count: int) -> None:
-    deadline = time.monotonic() + 3
-    while len(records.lines) < count and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(records.lines) >= count)
 
 
 def test_one_json_line_per_request(upstream: ThreadServer, access_log: Records) -> None:
@@ -119,9 +117,7 @@ def test_buffered_access_log_writes_the_same_lines(tmp_path: Path, upstream: Thr
     with ThreadServer(Buffered(upstream.url)) as server:
         ok = httpx.get(f"{server.url}/ok")
         missing = httpx.get(f"{server.url}/missing")
-        deadline = time.monotonic() + 3
-        while path.read_bytes().count(b"\n") < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: path.read_bytes().count(b"\n") >= 2)
         # Flushed by the timer, long before the buffer is full.
         lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
         assert [line["status"] for line in lines] == [200, 404]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from datetime import time as daytime
@@ -17,7 +16,7 @@ import pytest
 from asgigate import ConfigurationError, Direct, Gateway, Group, Reply, RequestTerminated, Route, Terminate
 from asgigate.policies._match import RequestMatch
 
-from servers import ThreadServer
+from servers import ThreadServer, wait_until
 
 NOW = datetime.now(UTC)
 MAINTENANCE = Terminate(503, "Down for maintenance.", reason="maintenance", except_clients=["198.51.100.0/24"],
@@ -124,9 +123,7 @@ def test_reason_is_in_the_access_log(shop: httpx.Client) -> None:
     try:
         ids = [shop.get("/v1/orders").headers["x-request-id"],
                shop.get("/v2/orders", params={"debug": "1"}).headers["x-request-id"]]
-        deadline = time.monotonic() + 3
-        while not set(ids) <= {line["request_id"] for line in handler.lines} and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: set(ids) <= {line["request_id"] for line in handler.lines})
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
