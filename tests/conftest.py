@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from graphqlbackends import catalog_server, rest_server
 from servers import ThreadServer
 
 
@@ -19,3 +21,17 @@ def upstream() -> Iterator[ThreadServer]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def rest() -> Iterator[Any]:
+    """The GraphQL tests' REST backend (tests/graphql/rest_service.py) in a thread, one per module."""
+    with rest_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Iterator[str]:
+    """The GraphQL tests' remote GraphQL service (a strawberry app in its own process), one per module."""
+    with catalog_server() as url:
+        yield url

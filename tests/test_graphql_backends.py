@@ -18,7 +18,7 @@ from asgigate import ConfigurationError, Gateway, Route, Upstream
 from asgigate.graphql import GraphQL, GraphQLContext, GrpcBatch, RestBatch, batch_loader
 from asgigate.graphql.grpc import GrpcBackend
 
-from graphqlbackends import catalog_server, load, rest_server
+from graphqlbackends import load
 from servers import ThreadServer, free_port
 
 DELAY = 0.4
@@ -120,18 +120,6 @@ def orders(protos: tuple[ModuleType, ModuleType]) -> Iterator[Any]:
 def slow_orders(protos: tuple[ModuleType, ModuleType]) -> Iterator[Any]:
     with grpc_service.OrdersServer(*protos, delay=DELAY) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def rest() -> Iterator[Any]:
-    with rest_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Iterator[str]:
-    with catalog_server() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from strawberry.types import Info
 from asgigate import ConfigurationError, Gateway, Route, Upstream
 from asgigate.graphql import Extend, GraphQL, GraphQLContext, RemoteSchema, RestBatch
 
-from graphqlbackends import catalog_server, load, rest_server
+from graphqlbackends import load
 from servers import ThreadServer, free_port
 
 users_by_id = RestBatch("users", "/users", key="id")
@@ -46,18 +46,6 @@ schema = strawberry.Schema(query=Query)
 async def owner_of(product: dict[str, Any], info: Any) -> User | None:
     found = await info.context.load(users_by_id, product["ownerId"])
     return User(id=found["id"], name=found["name"]) if found else None
-
-
-@pytest.fixture(scope="module")
-def rest() -> Iterator[Any]:
-    with rest_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Iterator[str]:
-    with catalog_server() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

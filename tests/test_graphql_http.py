@@ -17,7 +17,6 @@ from asgigate.exchange import Exchange
 from asgigate.graphql import GraphQL, GraphQLContext, RestBatch
 from asgigate.policies.auth import Identity
 
-from graphqlbackends import catalog_server, rest_server
 from servers import ThreadServer, free_port
 
 GQL = "application/graphql-response+json"
@@ -150,18 +149,6 @@ class BFF(Gateway):
             Route("/post-only", GraphQL(schema, allow_get=False)),
             Route("/unmasked", GraphQL(schema, mask_errors=False)),
         ]
-
-
-@pytest.fixture(scope="module")
-def rest() -> Iterator[Any]:
-    with rest_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Iterator[str]:
-    with catalog_server() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
