@@ -43,6 +43,8 @@ class Exchange:
     error: GatewayError | None = None
     # response hooks of the chain's outermost policies, run by the gateway on the response start (see pipeline)
     response_hooks: Sequence[Callable[[Exchange, ResponseHead], Awaitable[None]]] = ()
+    # the rate limit headers to send: the tightest limit any RateLimit saw (see asgigate.policies.ratelimit)
+    _ratelimit: tuple[Any, ...] | None = None
     _headers: Headers | None = None
     _query: QueryParams | None = None
     _request: Request | None = None

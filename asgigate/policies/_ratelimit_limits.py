@@ -27,7 +27,7 @@ class Limit:
     in the headers but never refuses. `name` is the limit's name in the ``RateLimit*`` headers.
     """
 
-    __slots__ = ("_amount_bytes", "_item", "_key_head", "_key_tail", "_name_field", "amount", "dry_run", "name",
+    __slots__ = ("_item", "_key_head", "_key_tail", "_limit_pair", "_name_field", "amount", "dry_run", "name",
                  "quota", "rate", "strategy", "window")
     rate: str
     strategy: Strategy
@@ -38,7 +38,7 @@ class Limit:
     _key_head: str
     _key_tail: str
     _name_field: bytes  # the RateLimit header up to the remaining count: b'"name";r='
-    _amount_bytes: bytes
+    _limit_pair: tuple[bytes, bytes]  # the X-RateLimit-Limit header
     amount: int
     window: int
 
@@ -73,7 +73,7 @@ class Limit:
         object.__setattr__(self, "_key_head", f"{item.namespace}/")
         object.__setattr__(self, "_key_tail", f"/{item.amount}/{item.multiples}/{item.GRANULARITY.name}")
         object.__setattr__(self, "_name_field", b'"' + self.name.encode("latin-1", "replace") + b'";r=')
-        object.__setattr__(self, "_amount_bytes", b"%d" % self.amount)
+        object.__setattr__(self, "_limit_pair", (b"x-ratelimit-limit", b"%d" % self.amount))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Limit is immutable; create a new one")

@@ -11,6 +11,7 @@ rendered by the gateway's error renderer; every reply carries the ``RateLimit-Po
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,7 +61,7 @@ __all__ = [
 MissingKey: TypeAlias = Literal["shared", "allow"] | type[GatewayError]
 _HEADER_NAMES = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit", b"x-ratelimit-remaining",
                            b"x-ratelimit-reset"})
-_STATE = "asgigate.ratelimit"  # exchange.state: the headers of the tightest limit seen on this request
+_time = time.time
 _names: collections.Counter[str] = collections.Counter()
 _default_store: list[RateLimitStore] = []  # one memory store for every RateLimit without its own, made on first use
 
@@ -94,7 +95,7 @@ HeaderSet: TypeAlias = Literal["all", "ietf", "x-ratelimit"] | bool
 
 
 def _header_pairs(
-    limit: Limit, remaining: int, reset_at: float, policy_header: bytes, which: str = "all",
+    limit: Limit, remaining: int, reset_at: float, policy_pair: tuple[bytes, bytes], which: str = "all",
     _time: Callable[[], float] = time.time, _ceil: Callable[[float], int] = math.ceil,
 ) -> list[tuple[bytes, bytes]]:
     reset = _ceil(reset_at - _time())
@@ -102,16 +103,15 @@ def _header_pairs(
     left = b"%d" % remaining
     if which == "all":
         return [
-            (b"ratelimit-policy", policy_header),
+            policy_pair,
             (b"ratelimit", limit._name_field + left + b";t=" + reset_bytes),
-            (b"x-ratelimit-limit", limit._amount_bytes),
+            limit._limit_pair,
             (b"x-ratelimit-remaining", left),
             (b"x-ratelimit-reset", reset_bytes),
         ]
     if which == "ietf":
-        return [(b"ratelimit-policy", policy_header), (b"ratelimit", limit._name_field + left + b";t=" + reset_bytes)]
-    return [(b"x-ratelimit-limit", limit._amount_bytes), (b"x-ratelimit-remaining", left),
-            (b"x-ratelimit-reset", reset_bytes)]
+        return [policy_pair, (b"ratelimit", limit._name_field + left + b";t=" + reset_bytes)]
+    return [limit._limit_pair, (b"x-ratelimit-remaining", left), (b"x-ratelimit-reset", reset_bytes)]
 
 
 async def _hit(
@@ -143,6 +143,20 @@ async def _hit(
     allowed = await strategy.hit(item, ids, cost=cost)
     stats = await strategy.get_window_stats(item, ids)
     return _Outcome(limit, allowed, stats.remaining, stats.reset_time)
+
+
+async def _hit_all(
+    storage: Storage, limits: Sequence[Limit], ids: str, cost: int, fast: FixedWindowCounters | None,
+    resets: dict[str, float], wire: RedisWire | None, stop_on_refusal: bool,
+) -> list[_Outcome]:
+    """One request's hits on its limits, shortest window first, until one refuses (unless refusals only count)."""
+    found = []
+    for limit in limits:
+        outcome = await _hit(storage, limit, ids, cost, fast, resets, wire)
+        found.append(outcome)
+        if not outcome.allowed and stop_on_refusal and not limit.dry_run:
+            break
+    return found
 
 
 class RateLimit(Policy):
@@ -219,14 +233,20 @@ class RateLimit(Policy):
             _names[base] += 1
             name = f"{base}#{_names[base]}"  # the same code makes the same names in every process
         self.name = name
-        self._policy_headers = {plan_name: _policy_header(lims) for plan_name, lims in self._plans.items()}
-        self.counts: collections.Counter[str] = collections.Counter()  # admitted / rejected / dry_run_rejected
+        self._policy_pairs = {plan_name: (b"ratelimit-policy", _policy_header(lims))
+                              for plan_name, lims in self._plans.items()}
+        self._admitted = self._rejected = self._dry_run_rejected = 0
         self._fixed_only = {plan_name: all(limit.strategy == "fixed-window" for limit in lims)
                             for plan_name, lims in self._plans.items()}
         self._key_function = self.key.function
         self._simple_ids = f"{self.name}/" if not per_route and plan is None else ""  # ids = this + key value
         self._resets: dict[str, float] = {}  # window ends of remote fixed windows, so INCR is the only call
         self._fallback_resets: dict[str, float] = {}  # the same, for the fallback while the store is down
+        counters = self.store.counters
+        self._one: tuple[Limit, dict[str, list[float]], str, str, FixedWindowCounters] | None = None
+        if counters is not None and self._simple_ids and len(self.limits) == 1 and self._fixed_only[None]:
+            limit = self.limits[0]
+            self._one = (limit, counters.entries, limit._key_head + self._simple_ids, limit._key_tail, counters)
 
     # --- the request ----------------------------------------------------------------------------------------
 
@@ -257,6 +277,33 @@ class RateLimit(Policy):
 
     async def on_request(self, exchange: Exchange, cost: int | None = None) -> Response | None:
         value = self._key_function(exchange)
+        one = self._one
+        if one is not None and value is not None and cost is None:
+            # The common case (memory store, one fixed-window limit, no plans, no per-route counters): one dict
+            # update and no await, inlined here because every request of the route passes through it.
+            limit, entries, head, tail, counters = one
+            key = head + value + tail
+            now = _time()
+            entry = entries.get(key)
+            if entry is not None and entry[1] > now:
+                entry[0] += self.cost
+                count = entry[0]
+                reset = entry[1]
+            else:
+                count, reset = counters.hit(key, limit.window, self.cost, now)
+            left = limit.amount - count
+            if left >= 0:
+                self._admitted += 1
+                if self.headers:
+                    seen = exchange._ratelimit
+                    if seen is None or left < seen[1]:
+                        exchange._ratelimit = (limit, left, reset, self._policy_pairs[None], self._header_set)
+                return None
+            self._conclude(exchange, [_Outcome(limit, False, 0, reset)], None)  # a refusal, unless a dry run
+            return None
+        return await self._decide(exchange, value, cost)
+
+    async def _decide(self, exchange: Exchange, value: str | None, cost: int | None) -> Response | None:
         if value is None:
             if self.missing_key == "allow":
                 return None
@@ -279,47 +326,30 @@ class RateLimit(Policy):
         fast = store.counters
         if fast is not None and self._fixed_only[plan_name]:  # memory, fixed windows: no await at all
             now = time.time()
-            if len(limits) == 1:  # the common case, without the lists
-                limit = limits[0]
+            outcomes = []
+            for limit in limits:
                 count, reset = fast.hit(limit._key_head + ids + limit._key_tail, limit.window, cost, now)
-                amount = limit.amount
-                if count <= amount:
-                    self.counts["admitted"] += 1
-                    if self.headers:
-                        state = exchange.state
-                        seen = state.get(_STATE)
-                        if seen is None or amount - count < seen[1]:
-                            state[_STATE] = (limit, amount - count, reset, self._policy_headers[plan_name],
-                                             self._header_set)
-                    return None
-                outcomes = [_Outcome(limit, False, 0, reset)]
-            else:
-                outcomes = []
-                for limit in limits:
-                    count, reset = fast.hit(limit._key_head + ids + limit._key_tail, limit.window, cost, now)
-                    outcomes.append(_Outcome(limit, count <= limit.amount, max(0, limit.amount - count), reset))
-                    if count > limit.amount and stop_on_refusal and not limit.dry_run:
-                        break
+                outcomes.append(_Outcome(limit, count <= limit.amount, max(0, limit.amount - count), reset))
+                if count > limit.amount and stop_on_refusal and not limit.dry_run:
+                    break
         else:
-            async def decide(storage: Storage, resets: dict[str, float] = self._resets,
-                             wire: RedisWire | None = store.wire) -> list[_Outcome]:
-                found = []
-                for limit in limits:
-                    outcome = await _hit(storage, limit, ids, cost, fast, resets, wire)
-                    found.append(outcome)
-                    if not outcome.allowed and stop_on_refusal and not limit.dry_run:
-                        break
-                return found
-
-            result, _ = await store.call(decide)
-            if result is None:  # the store is unavailable
+            found, _ = await store.call(functools.partial(
+                _hit_all, limits=limits, ids=ids, cost=cost, fast=fast, resets=self._resets, wire=store.wire,
+                stop_on_refusal=stop_on_refusal))
+            if found is None:  # the store is unavailable
                 if store.on_failure == "open":
                     return None
                 if store.on_failure == "closed":
                     raise RequestTerminated("Rate limiting is unavailable; try again shortly.", status=503,
                                             reason="ratelimit_store_unavailable", headers={"retry-after": "1"})
-                result = await decide(store.fallback(), self._fallback_resets, None)
-            outcomes = result
+                found = await _hit_all(store.fallback(), limits, ids, cost, fast, self._fallback_resets, None,
+                                       stop_on_refusal)
+            outcomes = found
+        self._conclude(exchange, outcomes, plan_name)
+        return None
+
+    def _conclude(self, exchange: Exchange, outcomes: list[_Outcome], plan_name: str | None) -> None:
+        """Count the outcomes of one request's limits: raise for a refusal, else note the tightest limit's headers."""
         refused = None
         tightest = outcomes[0]
         for outcome in outcomes:
@@ -328,16 +358,16 @@ class RateLimit(Policy):
             if outcome.remaining < tightest.remaining:
                 tightest = outcome
         if refused is None:
-            self.counts["admitted"] += 1
+            self._admitted += 1
         elif refused.limit.dry_run or self.dry_run:
-            self.counts["dry_run_rejected"] += 1
+            self._dry_run_rejected += 1
             exchange.state["ratelimit.dry_run_rejected"] = refused.limit.name
         else:
-            self.counts["rejected"] += 1
+            self._rejected += 1
             retry_after = max(1, math.ceil(refused.reset - time.time()))
             headers = None
             if self.headers:
-                pairs = _header_pairs(refused.limit, refused.remaining, refused.reset, self._policy_headers[plan_name],
+                pairs = _header_pairs(refused.limit, refused.remaining, refused.reset, self._policy_pairs[plan_name],
                                       self._header_set)
                 headers = {k.decode(): v.decode() for k, v in pairs}
             detail = (f"The quota of {refused.limit.amount} requests per {window_text(refused.limit.window)} "
@@ -345,30 +375,33 @@ class RateLimit(Policy):
             raise (QuotaExceeded if refused.limit.quota else RateLimited)(
                 detail, retry_after=retry_after, headers=headers)
         if self.headers:
-            state = exchange.state
-            seen = state.get(_STATE)
+            seen = exchange._ratelimit
             if seen is None or tightest.remaining < seen[1]:
-                state[_STATE] = (tightest.limit, tightest.remaining, tightest.reset, self._policy_headers[plan_name],
-                                 self._header_set)
-        return None
+                exchange._ratelimit = (tightest.limit, tightest.remaining, tightest.reset,
+                                       self._policy_pairs[plan_name], self._header_set)
+
+    @property
+    def counts(self) -> collections.Counter[str]:
+        """Decisions so far: ``admitted``, ``rejected`` and ``dry_run_rejected`` (a refusal a dry run let pass)."""
+        return collections.Counter({"admitted": self._admitted, "rejected": self._rejected,
+                                    "dry_run_rejected": self._dry_run_rejected})
 
     async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
-        state = exchange._state  # no state dict: no RateLimit has anything to add
-        if state is None:
-            return
-        seen = state.pop(_STATE, None)  # the outermost RateLimit on the chain adds the headers, once
+        seen = exchange._ratelimit  # the outermost RateLimit on the chain adds the headers, once
         if seen is None:
             return
+        exchange._ratelimit = None
         pairs = _header_pairs(*seen)
-        raw = head.message.get("headers")
+        message = head.message
+        raw = message.get("headers")
         if not isinstance(raw, list):
-            raw = head.message["headers"] = list(raw or [])
+            raw = message["headers"] = list(raw or [])
         if exchange.error is None:
             for name, _ in raw:
                 if name in _HEADER_NAMES:
                     break
             else:
-                raw.extend(pairs)  # the common case: nothing to keep, append to the raw headers
+                raw += pairs  # the common case: nothing to keep, append to the raw headers
                 return
         # an error reply carries the refusing limit's headers; an upstream may send its own: both are kept
         response_headers = head.headers
