@@ -32,7 +32,7 @@ from .errors import ConfigurationError, GatewayError, UpstreamError
 from .exchange import SCOPE_KEY, Exchange, is_trusted
 from .metrics import Metrics
 from .pipeline import PolicyLike, chain_for, check_order, compile_chain, format_chain
-from .policy import ASGIApp, Message, Receive, ResponseHead, Scope, Send
+from .policy import ASGIApp, Message, Policy, Receive, ResponseHead, Scope, Send
 from .replies import ErrorRendering, ErrorReplies, ErrorsLike, as_replies
 from .routing import Group, Route, RouteTable
 from .upstream import Upstream
@@ -145,6 +145,7 @@ class Gateway:
         self._table: RouteTable | None = None
         self._chains: list[str] = []
         self._upstreams: list[Upstream] = []
+        self._policies: list[Policy] = []  # every distinct policy of the chains, in build order: closed at shutdown
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -201,6 +202,7 @@ class Gateway:
         fallback = self.render_error if type(self).render_error is not Gateway.render_error else None
         route_errors: dict[Route, ErrorRendering] = {}
         registered: set[int] = set()  # components whose metrics are registered (a policy may serve many routes)
+        policies: dict[int, Policy] = {}  # by identity: equal policies are still separate objects to close
         for route in routes:
             if route.name in names and route.name != route.path:
                 raise ConfigurationError(f"Two routes are named {route.name!r}.")
@@ -215,6 +217,9 @@ class Gateway:
             )
             route_errors[route] = ErrorRendering(levels + gateway_errors, fallback)
             chains.append(format_chain(route, entries))
+            for chained in entries:
+                if isinstance(chained.policy, Policy):
+                    policies.setdefault(id(chained.policy), chained.policy)
             if self.metrics is not None:
                 for component in [entry.policy for entry in entries] + [route.target]:
                     if id(component) not in registered and hasattr(component, "register_metrics"):
@@ -230,6 +235,7 @@ class Gateway:
         self._route_errors = route_errors
         self._chains = chains
         self._upstreams = list(upstreams.values())
+        self._policies = list(policies.values())
         entry: ASGIApp = self._handle
         for mw in reversed(list(self.middleware())):
             if not isinstance(mw, Middleware):
@@ -277,9 +283,15 @@ class Gateway:
             await self.aclose()
 
     async def aclose(self) -> None:
+        """Lifespan shutdown: `shutdown()`, then every policy's `aclose()` (last built first), then the upstreams."""
         try:
             await self.shutdown()
         finally:
+            for policy in reversed(self._policies):
+                try:
+                    await policy.aclose()
+                except Exception:  # one policy failing to let go must not keep the others' resources open
+                    logger.exception("%s.aclose() failed at gateway shutdown", type(policy).__name__)
             for upstream in self._upstreams:
                 await upstream.aclose()
             if self.access_log_sink is not None:

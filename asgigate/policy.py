@@ -77,6 +77,9 @@ class Policy:
     def register_metrics(self, metrics: Metrics) -> None:
         """Called once at build when the gateway has `metrics`: register this policy's own series there."""
 
+    async def aclose(self) -> None:
+        """Called once at shutdown, after `Gateway.shutdown()`, before upstreams close: close connections, end tasks."""
+
     # Build-time introspection, so the pipeline only pays for the hooks a policy really has.
     @classmethod
     def uses_wrap(cls) -> bool:

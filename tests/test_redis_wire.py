@@ -171,10 +171,11 @@ def test_a_redis_rate_limit_counts_through_the_wire(redis: RedisServer) -> None:
     with ThreadServer(Limited()) as server, httpx.Client(base_url=server.url) as client:
         statuses = [client.get("/x").status_code for _ in range(5)]
         reply = client.get("/x")
+        assert store.wire is not None and store.wire._protocol is not None  # the wire carried the counting
+    assert store.wire._protocol is None  # and was closed when the server shut down
     assert statuses == [200, 200, 200, 429, 429]
     assert reply.headers["x-ratelimit-remaining"] == "0"
     assert 0 < int(reply.headers["retry-after"]) <= 60
-    assert store.wire is not None and store.wire._protocol is not None  # the wire carried the counting
     assert store.failures == 0
 
     async def read() -> None:

@@ -110,6 +110,15 @@ class ConcurrencyLimit(Policy):
         if self.store is not None:
             register_store_metrics(metrics, self.store)
 
+    async def aclose(self) -> None:
+        """At gateway shutdown: stop renewing leases (ended requests hold none) and close the store."""
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None and not renewer.done() and renewer.get_loop() is asyncio.get_running_loop():
+            renewer.cancel()
+            await asyncio.wait([renewer])
+        if self.store is not None:
+            await self.store.aclose()
+
     def in_flight(self, value: str | None = None, *, route: str | None = None) -> int:
         """How many requests hold a slot in this process (for one key value / route when the policy splits)."""
         slot = (route if self.per_route else None, value if self.key else None)

@@ -9,6 +9,7 @@ and loading the scripts, bounded by `connect_timeout`); when it answers, the sto
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
@@ -399,6 +400,43 @@ class RateLimitStore:
             self._warm = True
             self._change(True)
 
+    async def aclose(self) -> None:
+        """At gateway shutdown: stop the probe and close the connections; harmless twice, counters in memory stay.
+
+        The next call connects afresh, in this event loop or another, as after a change of event loop; a store
+        that was unavailable stays so (and is probed again) until it answers.
+        """
+        probe, self._probe = self._probe, None
+        if probe is not None and not probe.done() and not probe.get_loop().is_closed():
+            if probe.get_loop() is asyncio.get_running_loop():
+                probe.cancel()
+                await asyncio.wait([probe])  # it is done when this returns: no pending task left to destroy
+            else:
+                probe.get_loop().call_soon_threadsafe(probe.cancel)
+        if not self.remote:
+            return
+        storage, self._storage = self._storage, None
+        self._loop = None
+        self._fallback = None
+        self._warm = False
+        self._warming = None
+        closing = None
+        if self.wire is not None:
+            closing = self.wire._protocol  # the connection being closed, to wait for below
+            try:
+                self.wire.close()
+            except RuntimeError:  # its event loop is closed, and the connection with it
+                closing = None
+        if storage is not None:
+            await _close_clients(storage, self.display())
+        # A closed transport lets go of its socket in a later loop iteration (after the close_notify with TLS):
+        # wait for that, briefly, so that a loop closed right after this leaves no socket behind.
+        await asyncio.sleep(0)
+        for _ in range(200):  # at most a second
+            if closing is None or closing.closed is not None:
+                break
+            await asyncio.sleep(0.005)
+
     def display(self) -> str:
         parts = urllib.parse.urlsplit(self.uri.removeprefix("async+"))
         hosts = parts.netloc.rpartition("@")[2]  # never the password; several hosts for Cluster and Sentinel
@@ -419,6 +457,32 @@ class RateLimitStore:
             return "RateLimitStore('memory://')"
         return (f"RateLimitStore({self.display()!r}, timeout={self.timeout}, on_failure={self.on_failure!r}, "
                 f"retry_interval={self.retry_interval})")
+
+
+async def _close_clients(storage: Storage, name: str) -> None:
+    """Disconnect the Redis clients of a `limits` storage, by their public API.
+
+    coredis (standalone, Cluster, Sentinel's primary and replica clients and its clients of the Sentinels)
+    has no close of its own: its connection pool's `disconnect()`. redis-py and valkey clients have `aclose()`.
+    Other storages (Memcached) keep their clients private and close them when they are dropped.
+    """
+    bridge = getattr(storage, "bridge", None)
+    sentinel = getattr(bridge, "sentinel", None)
+    clients = [getattr(bridge, "storage", None), getattr(bridge, "storage_replica", None),
+               *getattr(sentinel, "sentinels", ())]
+    seen: set[int] = set()
+    for client in clients:
+        if client is None or id(client) in seen:
+            continue
+        seen.add(id(client))
+        try:
+            close = getattr(client, "aclose", None)
+            pool = getattr(client, "connection_pool", None)
+            result = close() if callable(close) else pool.disconnect() if pool is not None else None
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # a client that cannot close cleanly is dropped anyway
+            logger.warning("rate limit store %s: closing a client failed: %s", name, _describe(exc))
 
 
 def _describe(exc: BaseException) -> str:

@@ -418,6 +418,10 @@ class RateLimit(Policy):
         )
         register_store_metrics(metrics, self.store)
 
+    async def aclose(self) -> None:
+        """At gateway shutdown: the store's connections and probe; a memory store keeps its counters."""
+        await self.store.aclose()
+
     # --- inspect and reset, for admin endpoints and tests ---------------------------------------------------
 
     def _admin(self, value: str, route: str | None, plan: str | None) -> tuple[str, tuple[Limit, ...]]:
