@@ -24,8 +24,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asgigate import ConfigurationError, Direct, Gateway, Limit, RateLimit, RateLimitStore, Route, by_route
+from asgigate import (
+    ConcurrencyLimit,
+    ConfigurationError,
+    Direct,
+    Gateway,
+    Limit,
+    RateLimit,
+    RateLimitStore,
+    Route,
+    by_route,
+)
 from asgigate.policies._redis_wire import RedisError, RedisWire, tls_context
+from asgigate.policy import Receive, Scope, Send
 
 from servers import free_port, wait_port
 
@@ -359,6 +370,50 @@ def test_tls_with_client_certificates(with_client_certs: SecureRedis, certs: Cer
     query = f"ssl_ca_certs={certs.ca}&ssl_certfile={certs.client_cert}&ssl_keyfile={certs.client_key}"
     store = RateLimitStore(with_client_certs.uri(":s3cret@", query=query), timeout=5, connect_timeout=10)
     assert_limited_in_redis(with_client_certs, store, strategy)
+
+
+def test_concurrency_limit_over_tls_with_a_password(with_client_certs: SecureRedis, certs: Certs) -> None:
+    """ConcurrencyLimit's slots (coredis scripts) in a Redis that wants TLS, a client certificate and a password."""
+    query = f"ssl_ca_certs={certs.ca}&ssl_certfile={certs.client_cert}&ssl_keyfile={certs.client_key}"
+    store = RateLimitStore(with_client_certs.uri(":s3cret@", query=query), timeout=5, connect_timeout=10)
+    name = f"slots{time.time_ns()}"
+    slots = ConcurrencyLimit(2, store=store, name=name)
+    key = f"LIMITS:asgigate-concurrency/{name}//"
+    entered = 0
+    both_in, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal entered
+        entered += 1
+        if entered == 2:
+            both_in.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    class Held(Gateway):
+        def routes(self) -> list[Route]:
+            return [Route("/x", hold, policies=[slots])]
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=Held(request_id=False, access_log=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client, \
+                asyncio.timeout(60):
+            first = [asyncio.create_task(client.get("/x")) for _ in range(2)]
+            await both_in.wait()
+            assert await slots.in_flight_everywhere() == 2  # counted in Redis, over TLS
+            assert with_client_certs.cli("ZCARD", key).strip() == "2"  # seen by redis-cli too
+            refused = await client.get("/x")
+            assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+            assert entered == 2  # the refused request never reached the route
+            release.set()
+            assert [r.status_code for r in await asyncio.gather(*first)] == [200, 200]
+            assert await slots.in_flight_everywhere() == 0  # released in Redis
+            assert (await client.get("/x")).status_code == 200
+
+    asyncio.run(run())
+    assert (store.failures, store.last_error, store.fallbacks) == (0, None, 0)
+    assert with_client_certs.cli("ZCARD", key).strip() == "0"
 
 
 @pytest.mark.parametrize("case", ["unknown CA", "other CA", "no client certificate"])
