@@ -275,6 +275,8 @@ class RateLimitStore:
                         "(rediss://host:port/0?ssl_ca_certs=...), or pass options={'ssl_context': ...}")
                 # a percent-encoded password in the URI means the same to coredis as to RedisWire and redis-py
                 options.setdefault("decode_components", True)
+        if coredis and (sentinel or self.uri.startswith("async+redis+cluster")):
+            self._multi_host_options(options, sentinel)
         try:
             storage = storage_from_string(self.uri, **options)
         # a missing client library, a bad URI or TLS setting, a missing CA or certificate file
@@ -290,6 +292,36 @@ class RateLimitStore:
                 if client is not None:
                     client.retry_policy = NoRetryPolicy()
         return storage
+
+    def _multi_host_options(self, options: dict[str, Any], sentinel: bool) -> None:
+        """Cluster and Sentinel URIs through coredis: what `limits` would otherwise get wrong only at the first call.
+
+        `limits` reads neither their query (TLS settings there would be ignored, and the client would speak plain
+        text to a TLS port) nor their percent-encoding (an encoded password would be sent encoded).
+        """
+        parts = urllib.parse.urlsplit(self.uri.removeprefix("async+"))
+        if parts.query:
+            names = ", ".join(sorted(urllib.parse.parse_qs(parts.query, keep_blank_values=True))) or parts.query
+            tls = "options={'ssl_context': ...}" + (", sentinel_kwargs={'ssl_context': ...}" if sentinel else "")
+            raise ConfigurationError(
+                f"rate limit store {self.display()!r}: a Cluster or Sentinel URI takes no query ({names}); give "
+                f"TLS settings as {tls} and other settings as options")
+        if sentinel:  # Sentinel's connections take ssl_context only
+            misplaced = sorted(name for name in options if name == "ssl" or (
+                name.startswith("ssl_") and name != "ssl_context"))
+            if misplaced:
+                raise ConfigurationError(
+                    f"rate limit store {self.display()!r}: Sentinel connections do not take {', '.join(misplaced)};"
+                    " pass options={'ssl_context': ..., 'sentinel_kwargs': {'ssl_context': ...}}")
+        credentials = {}
+        if parts.username:
+            credentials["username"] = urllib.parse.unquote(parts.username)
+        if parts.password is not None:
+            credentials["password"] = urllib.parse.unquote(parts.password)
+        for name, value in credentials.items():
+            options.setdefault(name, value)
+        if sentinel and credentials:  # limits gives the URI's credentials to the Sentinels too, undecoded
+            options["sentinel_kwargs"] = {**credentials, **(options.get("sentinel_kwargs") or {})}
 
     def storage(self) -> Storage:
         """The storage client, created on first use in the running event loop (clients belong to one loop)."""
