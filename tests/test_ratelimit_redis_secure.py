@@ -255,6 +255,32 @@ def assert_limited_in_redis(server: SecureRedis, store: RateLimitStore, strategy
         assert server.cli("GET", keys[0]).strip() == str(LIMIT + 2)
 
 
+class HeldRoute:
+    """A gateway whose one route, /x behind `slots`, holds every request until `release` is set.
+
+    `both_in` is set when the second request has arrived.
+    """
+
+    def __init__(self, slots: ConcurrencyLimit) -> None:
+        self.entered = 0
+        self.both_in, self.release = asyncio.Event(), asyncio.Event()
+        hold = self._hold
+
+        class Held(Gateway):
+            def routes(self) -> list[Route]:
+                return [Route("/x", hold, policies=[slots])]
+
+        self.gateway = Held(request_id=False, access_log=False)
+
+    async def _hold(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.entered += 1
+        if self.entered == 2:
+            self.both_in.set()
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
 # --- a password, an ACL user -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -379,34 +405,20 @@ def test_concurrency_limit_over_tls_with_a_password(with_client_certs: SecureRed
     name = f"slots{time.time_ns()}"
     slots = ConcurrencyLimit(2, store=store, name=name)
     key = f"LIMITS:asgigate-concurrency/{name}//"
-    entered = 0
-    both_in, release = asyncio.Event(), asyncio.Event()
-
-    async def hold(scope: Scope, receive: Receive, send: Send) -> None:
-        nonlocal entered
-        entered += 1
-        if entered == 2:
-            both_in.set()
-        await release.wait()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    class Held(Gateway):
-        def routes(self) -> list[Route]:
-            return [Route("/x", hold, policies=[slots])]
+    held = HeldRoute(slots)
 
     async def run() -> None:
-        transport = httpx.ASGITransport(app=Held(request_id=False, access_log=False))
+        transport = httpx.ASGITransport(app=held.gateway)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client, \
                 asyncio.timeout(60):
             first = [asyncio.create_task(client.get("/x")) for _ in range(2)]
-            await both_in.wait()
+            await held.both_in.wait()
             assert await slots.in_flight_everywhere() == 2  # counted in Redis, over TLS
             assert with_client_certs.cli("ZCARD", key).strip() == "2"  # seen by redis-cli too
             refused = await client.get("/x")
             assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
-            assert entered == 2  # the refused request never reached the route
-            release.set()
+            assert held.entered == 2  # the refused request never reached the route
+            held.release.set()
             assert [r.status_code for r in await asyncio.gather(*first)] == [200, 200]
             assert await slots.in_flight_everywhere() == 0  # released in Redis
             assert (await client.get("/x")).status_code == 200

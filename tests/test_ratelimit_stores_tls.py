@@ -26,10 +26,9 @@ from typing import Any
 
 import httpx
 import pytest
-from test_ratelimit_redis_secure import LIMIT, STRATEGIES, _key_and_cert, limited, statuses
+from test_ratelimit_redis_secure import LIMIT, STRATEGIES, HeldRoute, _key_and_cert, limited, statuses
 
-from asgigate import ConcurrencyLimit, ConfigurationError, Gateway, RateLimitStore, Route
-from asgigate.policy import Receive, Scope, Send
+from asgigate import ConcurrencyLimit, ConfigurationError, RateLimitStore
 
 from servers import free_port, wait_port, wait_until_async
 
@@ -313,36 +312,22 @@ def test_concurrency_limit_on_the_tls_cluster(cluster: TlsCluster, certs: Certs)
     name = f"slots{time.time_ns()}"
     slots = ConcurrencyLimit(2, store=store, name=name)
     key = f"LIMITS:asgigate-concurrency/{name}//"
-    entered = 0
-    both_in, release = asyncio.Event(), asyncio.Event()
-
-    async def hold(scope: Scope, receive: Receive, send: Send) -> None:
-        nonlocal entered
-        entered += 1
-        if entered == 2:
-            both_in.set()
-        await release.wait()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    class Held(Gateway):
-        def routes(self) -> list[Route]:
-            return [Route("/x", hold, policies=[slots])]
+    held = HeldRoute(slots)
 
     async def run() -> None:
-        transport = httpx.ASGITransport(app=Held(request_id=False, access_log=False))
+        transport = httpx.ASGITransport(app=held.gateway)
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client, \
                     asyncio.timeout(60):
                 before = await connected(store)
                 first = [asyncio.create_task(client.get("/x")) for _ in range(2)]
-                await both_in.wait()
+                await held.both_in.wait()
                 assert await slots.in_flight_everywhere() == 2  # counted in the cluster, over TLS
                 assert cluster.cli(cluster.ports[0], "ZCARD", key, cluster=True).strip() == "2"
                 refused = await client.get("/x")
                 assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
-                assert entered == 2  # the refused request never reached the route
-                release.set()
+                assert held.entered == 2  # the refused request never reached the route
+                held.release.set()
                 assert [r.status_code for r in await asyncio.gather(*first)] == [200, 200]
                 assert await slots.in_flight_everywhere() == 0  # released in the cluster
                 assert (await client.get("/x")).status_code == 200
