@@ -199,13 +199,7 @@ class HookStage:
                     exchange.reason = "local_reply"
                 await reply(exchange.scope, receive, self._send(exchange, send, i))
                 return
-        if self.outermost:  # _send(exchange, send, len(self.policies)), inlined for every request
-            hooks = self.response_hooks[-1]
-            if hooks:
-                exchange.response_hooks = hooks
-            hooked = send
-        else:
-            hooked = self._send(exchange, send, len(self.policies))
+        hooked = self._send(exchange, send, len(self.policies))
         try:
             await self.inner(exchange, receive, hooked)
         except Exception as exc:

@@ -49,37 +49,37 @@ class FixedWindowCounters:
     atomic: the cheapest exact counter a single process can have (the hot path of a memory rate limit).
     """
 
-    __slots__ = ("_sweep_at", "entries")
+    __slots__ = ("_counters", "_sweep_at")
 
     def __init__(self) -> None:
-        self.entries: dict[str, list[float]] = {}  # key: [count, window end]; RateLimit reads it inline
+        self._counters: dict[str, list[float]] = {}
         self._sweep_at = 0.0
 
     def hit(self, key: str, expiry: int, cost: int, now: float) -> tuple[int, float]:
         """Add `cost` to the key's counter; (the count, the window's end as a Unix time)."""
-        entry = self.entries.get(key)
+        entry = self._counters.get(key)
         if entry is None or entry[1] <= now:
             if now >= self._sweep_at:
                 self._sweep(now)
-            entry = self.entries[key] = [0, now + expiry]
+            entry = self._counters[key] = [0, now + expiry]
         entry[0] += cost
         return int(entry[0]), entry[1]
 
     def get(self, key: str, now: float) -> tuple[int, float]:
-        entry = self.entries.get(key)
+        entry = self._counters.get(key)
         if entry is None or entry[1] <= now:
             return 0, now
         return int(entry[0]), entry[1]
 
     def clear(self, key: str) -> None:
-        self.entries.pop(key, None)
+        self._counters.pop(key, None)
 
     def _sweep(self, now: float) -> None:
         # expired windows are dropped at most once a second, when a new window starts anyway
         self._sweep_at = now + 1.0
-        expired = [key for key, (_, end) in self.entries.items() if end <= now]
+        expired = [key for key, (_, end) in self._counters.items() if end <= now]
         for key in expired:
-            del self.entries[key]
+            del self._counters[key]
 
 
 async def _load_scripts(storage: Storage) -> None:

@@ -243,10 +243,10 @@ class RateLimit(Policy):
         self._resets: dict[str, float] = {}  # window ends of remote fixed windows, so INCR is the only call
         self._fallback_resets: dict[str, float] = {}  # the same, for the fallback while the store is down
         counters = self.store.counters
-        self._one: tuple[Limit, dict[str, list[float]], str, str, FixedWindowCounters] | None = None
+        self._one: tuple[Limit, str, str, FixedWindowCounters] | None = None
         if counters is not None and self._simple_ids and len(self.limits) == 1 and self._fixed_only[None]:
             limit = self.limits[0]
-            self._one = (limit, counters.entries, limit._key_head + self._simple_ids, limit._key_tail, counters)
+            self._one = (limit, limit._key_head + self._simple_ids, limit._key_tail, counters)
 
     # --- the request ----------------------------------------------------------------------------------------
 
@@ -279,18 +279,10 @@ class RateLimit(Policy):
         value = self._key_function(exchange)
         one = self._one
         if one is not None and value is not None and cost is None:
-            # The common case (memory store, one fixed-window limit, no plans, no per-route counters): one dict
-            # update and no await, inlined here because every request of the route passes through it.
-            limit, entries, head, tail, counters = one
-            key = head + value + tail
-            now = _time()
-            entry = entries.get(key)
-            if entry is not None and entry[1] > now:
-                entry[0] += self.cost
-                count = entry[0]
-                reset = entry[1]
-            else:
-                count, reset = counters.hit(key, limit.window, self.cost, now)
+            # The common case (memory store, one fixed-window limit, no plans, no per-route counters): one counter
+            # update and no await, every request of the route passes through it.
+            limit, head, tail, counters = one
+            count, reset = counters.hit(head + value + tail, limit.window, self.cost, _time())
             left = limit.amount - count
             if left >= 0:
                 self._admitted += 1
