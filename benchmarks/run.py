@@ -225,6 +225,10 @@ class Bench:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--instructions" in (sys.argv[1:] if argv is None else argv):
+        import instructions  # the callgrind counts instead of the timed runs (benchmarks/instructions.py)
+
+        return instructions.main(argv)
     args = parse_args(argv)
     settings = Settings.make(
         quick=args.quick,

@@ -2,6 +2,7 @@
 # The whole benchmark suite in one command: installs what it needs, then runs benchmarks/run.py.
 #   bash benchmarks/run.sh            # full run (25-40 min), writes benchmarks/results/<date>_<time>.md
 #   bash benchmarks/run.sh --quick    # smoke test (~3 min), writes benchmarks/.work/results/
+#   bash benchmarks/run.sh --instructions   # callgrind instruction counts instead (~12 min), see instructions.py
 # Any other option is passed to run.py (see: bash benchmarks/run.sh --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ command -v nginx >/dev/null || missing+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ] || missing+=(libnginx-mod-http-echo)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v redis-server >/dev/null || missing+=(redis-server)  # for asgigate-rl-redis
+if [[ " $* " == *" --instructions "* ]]; then command -v valgrind >/dev/null || missing+=(valgrind); fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing with apt-get: ${missing[*]}" >&2
     "${as_root[@]}" apt-get update -qq

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import re
 import subprocess
+from typing import Any
 
 import pytest
 
-from servers import PYTHON, ROOT
+from servers import PYTHON, ROOT, ThreadServer
+
+
+def _load_hello() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_hello", ROOT / "benchmarks" / "apps" / "hello.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
+
+
+hello_app = _load_hello()  # the upstream of the header test: the benchmark's own hello world
 
 APPS = sorted(p.stem for p in (ROOT / "benchmarks" / "apps").glob("asgigate_*.py"))
 
@@ -27,9 +42,58 @@ def test_the_suite_has_apps() -> None:
 def test_benchmark_app_builds(name: str) -> None:
     result = subprocess.run(
         [PYTHON, "-c", BUILD.format(apps=str(ROOT / "benchmarks" / "apps"), name=name)],
-        env={"UPSTREAM_URL": "http://127.0.0.1:9", "RATELIMIT_REDIS_URL": "redis://127.0.0.1:9",
-             "PATH": "/usr/bin:/bin"},
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={
+            "UPSTREAM_URL": "http://127.0.0.1:9",
+            "RATELIMIT_REDIS_URL": "redis://127.0.0.1:9",
+            "PATH": "/usr/bin:/bin",
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "Proxy(" in result.stdout
+
+
+SAME_HEADERS = """
+import asyncio, json, sys
+import httpx
+sys.path.insert(0, {apps!r})
+import asgigate_ratelimit_memory, hello
+
+async def get(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+        response = await client.get("/small")
+    assert response.status_code == 200, response.text
+    return [[name.decode(), value.decode()] for name, value in response.headers.raw]
+
+async def main():
+    print(json.dumps([await get(asgigate_ratelimit_memory.app), await get(hello.ratelimit_headers)]))
+
+asyncio.run(main())
+"""
+
+
+def test_hello_ratelimit_headers_are_the_memory_limits_headers() -> None:
+    """`hello:ratelimit_headers` stands for what the five headers cost uvicorn: the same names, the same bytes."""
+    with ThreadServer(hello_app) as upstream:
+        result = subprocess.run(
+            [PYTHON, "-c", SAME_HEADERS.format(apps=str(ROOT / "benchmarks" / "apps"))],
+            env={"UPSTREAM_URL": upstream.url, "PATH": "/usr/bin:/bin"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    gateway, hello = json.loads(result.stdout)
+    names = ["ratelimit-policy", "ratelimit", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]
+
+    def limit_headers(headers: list[list[str]]) -> list[list[str]]:
+        # digits as digits: the reset counts down, but its length (what uvicorn's checks cost) does not change
+        return [[name, re.sub(r"\d", "0", value)] for name, value in headers if "ratelimit" in name]
+
+    assert [name for name, _ in limit_headers(gateway)] == names
+    assert limit_headers(hello) == limit_headers(gateway)
+    assert ["x-ratelimit-remaining", "999999999"] in gateway  # the first request of a 1000000000/hour limit

@@ -1,0 +1,232 @@
+"""Instructions per request of each system, counted by callgrind: the same comparisons as run.py, without noise.
+
+Usage: ``bash benchmarks/run.sh --instructions [--systems a,b] [--requests 3000,9000] [--connections 50]``.
+
+This machine's requests/s move by +-15 % from one 6-second run to the next, also in the CPU time a request
+takes, so ratios a few percent apart cannot be told apart by timing alone. Callgrind counts the user-space
+instructions the server process executes, the same in every run give or take the event loop's batching. Each
+system is started twice under ``valgrind --tool=callgrind`` (uvicorn + uvloop + httptools, one worker, ASLR
+off, ``PYTHONHASHSEED=0``), sent N1 and then N2 small GETs over the same number of keep-alive connections (50
+by default, as wrk does in run.py), and stopped; the difference divided by N2 - N1 is what one request costs,
+start-up and shutdown excluded. The kernel's work (socket calls) is not counted: it is about a third of the
+plain proxy's CPU time here (``stime`` against ``utime`` under wrk), the same with or without a rate limit, so
+a ratio of instructions overstates the gap in requests/s. It is an estimate of that gap, not a measurement.
+
+Besides each system against the plain proxy, it prints what the five rate limit headers cost uvicorn alone:
+``hello-rlheaders`` (the hello world sending those headers byte for byte) minus ``hello``, next to what the
+memory rate limit costs with and without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from config import HOST, LOAD_CPUS, RESULTS_DIR, SMALL_BODY, WORK_DIR
+from envinfo import machine, versions
+from procs import Proc, set_affinity, wait_http
+from systems import DIRECT, SYSTEMS, SystemSpec, command, environment, start, with_free_ports
+
+HELLO_RL_HEADERS = SystemSpec(
+    "hello-rlheaders",
+    "bare ASGI hello world sending the five rate limit headers of asgigate-rl-memory",
+    "uvicorn",
+    8105,
+    app="hello:ratelimit_headers",
+)
+DEFAULT_SYSTEMS = (
+    "hello", "hello-rlheaders", "asgigate-plain", "asgigate-rl-memory", "asgigate-rl-memory-ietf",
+    "asgigate-rl-memory-noheaders",
+)  # fmt: skip
+PLAIN = "asgigate-plain"
+REQUEST = b"GET /small HTTP/1.1\r\nHost: bench\r\nUser-Agent: wrk\r\n\r\n"
+_TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--instructions", action="store_true", help=argparse.SUPPRESS)  # how run.py sends us here
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help="comma-separated system keys")
+    p.add_argument("--requests", default="3000,9000", help="N1,N2: requests of the short and the long run")
+    p.add_argument("--connections", type=int, default=50, help="keep-alive connections sending them")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where to write the markdown")
+    return p.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def drive(port: int, requests: int, connections: int, timeout: float = 600.0) -> None:
+    """Send `requests` small GETs over `connections` keep-alive connections, each waiting for its answer."""
+    sel = selectors.DefaultSelector()
+    pending: dict[socket.socket, bytes] = {}
+    sent = done = 0
+    for _ in range(min(connections, requests)):
+        sock = socket.create_connection((HOST, port), timeout=30)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, sock)
+        pending[sock] = b""
+        sock.sendall(REQUEST)
+        sent += 1
+    deadline = time.monotonic() + timeout
+    try:
+        while done < requests:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done} of {requests} answers after {timeout:.0f} s")
+            for key, _ in sel.select(timeout=5):
+                sock = key.data  # registered with itself as the data
+                data = sock.recv(65536)
+                if not data:
+                    raise RuntimeError(f"the server closed a connection after {done} answers")
+                buffer = pending[sock] + data
+                answers = buffer.count(SMALL_BODY)
+                if answers:
+                    if buffer.count(b"HTTP/1.1 200 ") != answers:
+                        raise RuntimeError(f"an answer other than 200: {buffer[:200]!r}")
+                    done += answers
+                    buffer = buffer[buffer.rindex(SMALL_BODY) + len(SMALL_BODY) :]
+                    for _ in range(answers):
+                        if sent < requests:
+                            sock.sendall(REQUEST)
+                            sent += 1
+                pending[sock] = buffer
+    finally:
+        for sock in pending:
+            sock.close()
+        sel.close()
+
+
+def instructions(out: Path) -> int:
+    match = _TOTALS.search(out.read_bytes())
+    if match is None:
+        raise RuntimeError(f"no totals in {out}")
+    return int(match.group(1))
+
+
+@dataclass
+class Counted:
+    spec: SystemSpec
+    per_request: float | None = None
+    error: str = ""
+
+
+def count(spec: SystemSpec, upstream_port: int, requests: tuple[int, int], connections: int) -> Counted:
+    totals = []
+    for n in requests:
+        out = WORK_DIR / "callgrind" / f"{spec.key}.{n}.out"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.unlink(missing_ok=True)
+        cmd = ["setarch", "-R", "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+               *command(spec, upstream_port)]  # fmt: skip
+        env = environment(upstream_port, {"PYTHONHASHSEED": "0"})
+        proc = Proc(spec.key, cmd, spec.cpus, WORK_DIR / "logs" / f"callgrind-{spec.key}.log", env)
+        try:
+            error = wait_http(proc, HOST, spec.port, "/small", timeout=180.0)
+            if error is not None:
+                return Counted(spec, error=error)
+            drive(spec.port, n, connections)
+        except (OSError, RuntimeError) as exc:
+            return Counted(spec, error=f"{exc}; last log line: {proc.tail(1).strip()}")
+        finally:
+            proc.stop(timeout=180.0)  # SIGTERM: uvicorn shuts down, then valgrind writes the counts
+        totals.append(instructions(out))
+    return Counted(spec, (totals[1] - totals[0]) / (requests[1] - requests[0]))
+
+
+def render(counted: list[Counted], requests: tuple[int, int], connections: int, started: datetime) -> str:
+    by_key = {c.spec.key: c.per_request for c in counted if c.per_request is not None}
+    plain = by_key.get(PLAIN)
+    lines = [
+        f"# asgigate instructions per request, {started:%Y-%m-%d %H:%M}",
+        "",
+        f"Callgrind, user space of the server process: uvicorn + uvloop + httptools, one worker; small GETs over "
+        f"{connections} keep-alive connections; (instructions after {requests[1]:,} requests - after "
+        f"{requests[0]:,}) / {requests[1] - requests[0]:,}. The kernel's share (about a third of the plain proxy's "
+        f"CPU time) is not counted. See the docstring of benchmarks/instructions.py.",
+        "",
+        f"Machine: {', '.join(f'{k} {v}' for k, v in machine().items())}",
+        "",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in versions().items())}",
+        "",
+        f"| system | what | instructions / request | {PLAIN} / system |",
+        "|---|---|---|---|",
+    ]
+    for c in counted:
+        if c.per_request is None:
+            lines.append(f"| {c.spec.key} | {c.spec.title} | failed: {c.error} | — |")
+            continue
+        ratio = f"{plain / c.per_request:.3f}" if plain else "—"
+        lines.append(f"| {c.spec.key} | {c.spec.title} | {c.per_request:,.0f} | {ratio} |")
+    hello, hello_rl = by_key.get("hello"), by_key.get(HELLO_RL_HEADERS.key)
+    limited, bare = by_key.get("asgigate-rl-memory"), by_key.get("asgigate-rl-memory-noheaders")
+    if plain and hello and hello_rl:
+        headers = hello_rl - hello
+        line = (
+            f"The five rate limit headers cost uvicorn itself {headers:,.0f} instructions per request "
+            f"({HELLO_RL_HEADERS.key} - hello): {headers / plain:.1%} of the plain proxy's {plain:,.0f}"
+        )
+        if limited and bare:
+            line += (
+                f", against {(limited - plain) / plain:.1%} for the whole memory rate limit with them "
+                f"(asgigate-rl-memory - {PLAIN}) and {(bare - plain) / plain:.1%} for its decision alone "
+                f"(asgigate-rl-memory-noheaders - {PLAIN})"
+            )
+        lines += ["", line + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [tool for tool in ("valgrind", "setarch", "nginx", "taskset") if shutil.which(tool) is None]
+    if missing:
+        log(f"not found: {', '.join(missing)} (bash benchmarks/run.sh --instructions installs them)")
+        return 2
+    n1, n2 = (int(n) for n in args.requests.split(","))
+    if not 0 < n1 < n2:
+        log("--requests N1,N2 needs 0 < N1 < N2")
+        return 2
+    known = {spec.key: spec for spec in [*SYSTEMS, HELLO_RL_HEADERS]}
+    keys = [key.strip() for key in args.systems.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in known or known[key].kind != "uvicorn" or known[key].auth
+               or known[key].redis]  # fmt: skip
+    if unknown:
+        usable = sorted(k for k, s in known.items() if s.kind == "uvicorn" and not s.auth and not s.redis)
+        log(f"not a system this script can count: {', '.join(unknown)}; use some of {', '.join(usable)}")
+        return 2
+    started = datetime.now()
+    set_affinity([os.getpid()], LOAD_CPUS)  # the requests are sent from the load core, as wrk's are
+    direct, *specs = with_free_ports([DIRECT, *(known[key] for key in keys)])
+    upstream, error = start(direct, direct.port)
+    counted: list[Counted] = []
+    try:
+        if error is not None:
+            log(f"the nginx upstream did not start: {error}")
+            return 1
+        for spec in specs:
+            log(f"counting {spec.key} ({n1:,} then {n2:,} requests under callgrind)")
+            counted.append(count(spec, direct.port, (n1, n2), args.connections))
+            result = counted[-1]
+            log(f"  {result.per_request:,.0f} instructions / request" if result.per_request else f"  {result.error}")
+    finally:
+        upstream.stop()
+    text = render(counted, (n1, n2), args.connections, started)
+    print(text)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"{started:%Y-%m-%d_%H%M}_instructions.md"
+    path.write_text(text)
+    log(f"written to {path}")
+    return 0 if all(c.per_request is not None for c in counted) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
