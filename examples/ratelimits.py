@@ -7,7 +7,8 @@ and a cap on concurrent report downloads.
 Consumers send `x-api-key`; the key names the consumer and its plan (a real gateway would look them up, or
 use the identity set by an authentication policy). Every reply carries the `RateLimit-Policy` / `RateLimit`
 and `X-RateLimit-*` headers; a refusal is a 429 problem reply with `Retry-After`, `rate_limited` for a rate
-and `quota_exceeded` for a used-up daily quota.
+and `quota_exceeded` for a used-up quota. Quotas turn over on the UTC calendar: the daily one at midnight,
+the monthly one on the 1st.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ class PublicAPI(Gateway):
     def routes(self) -> Sequence[Route | Group]:
         plans = RateLimit(
             plans={
-                "free": Plan(rate="2/second", quota="5/day"),
-                "pro": Plan(rate="10/second", quota="1000/day"),
+                # quotas follow the UTC calendar: a day from midnight, a month from the 1st
+                "free": Plan(rate="2/second", quota="5/day", calendar=True),
+                "pro": Plan(rate="10/second", quota=["1000/day", "20000/month"], calendar=True),
             },
             plan=plan_of,
             key=by_subject,

@@ -368,6 +368,8 @@ def test_api_gateway_jwt_script() -> None:
 
 
 def test_ratelimits_plans_and_quotas() -> None:
+    if 86400 - time.time() % 86400 < 30:
+        time.sleep(31)  # the daily quota turns over at midnight UTC: not in the middle of this test
     with ThreadServer(ratelimits.catalog_app) as catalog, ThreadServer(ratelimits.build_gateway(catalog.url)) as gw:
         with httpx.Client(base_url=gw.url, timeout=10) as client:
             assert client.get("/healthz").status_code == 200
@@ -383,8 +385,11 @@ def test_ratelimits_plans_and_quotas() -> None:
                 statuses.append(client.get("/api/products", headers=free).status_code)
             assert statuses == [200] * 5 + [429]
             time.sleep(0.6)
-            body = problem(client.get("/api/products", headers=free), 429, "quota_exceeded")
+            refused = client.get("/api/products", headers=free)
+            body = problem(refused, 429, "quota_exceeded")
             assert body["title"] == "Quota Exceeded"
+            to_midnight = 86400 - time.time() % 86400  # the daily quota is a UTC calendar day
+            assert abs(int(refused.headers["retry-after"]) - to_midnight) <= 2
             pro = {"x-api-key": "pro-key"}
             assert [client.get("/api/products", headers=pro).status_code for _ in range(12)].count(429) >= 1
             time.sleep(1.1)  # the pro rate (10/second) is over; its quota is not

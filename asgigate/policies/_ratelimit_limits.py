@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ..errors import ConfigurationError
@@ -13,10 +15,35 @@ if TYPE_CHECKING:
     from limits.aio.storage import Storage
     from limits.aio.strategies import RateLimiter
 
-__all__ = ["Limit", "LimitsLike", "Plan", "Strategy", "as_limits", "limiter", "window_text"]
+__all__ = ["Limit", "LimitsLike", "Plan", "Strategy", "as_limits", "calendar_period", "limiter", "window_text"]
 
 Strategy = Literal["fixed-window", "moving-window", "sliding-window"]
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window")
+
+
+_CLOCK_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def calendar_period(now: float, unit: str, multiples: int) -> tuple[float, float]:
+    """The UTC calendar period holding `now`: (start, end) as Unix times.
+
+    Seconds, minutes, hours and days are whole units of the clock (a day starts at midnight UTC; ``2 days``
+    are counted from 1970-01-01); months start on the 1st (``3 months`` are quarters from January), years on
+    January 1st.
+    """
+    size = _CLOCK_UNITS.get(unit)
+    if size is not None:
+        size *= multiples
+        start = now // size * size
+        return start, start + size
+    at = datetime.fromtimestamp(now, UTC)
+    months = 12 * multiples if unit == "year" else multiples
+    index = (at.year * 12 + at.month - 1) // months * months  # months since year 0 at the period's start
+
+    def month_start(i: int) -> float:
+        return datetime(i // 12, i % 12 + 1, 1, tzinfo=UTC).timestamp()
+
+    return month_start(index), month_start(index + months)
 
 
 class Limit:
@@ -25,20 +52,26 @@ class Limit:
     `rate` is a `limits` string with one rate (``"10/second"``, ``"1000 per day"``, ``"5/15 minutes"``).
     A `quota` limit refuses with `QuotaExceeded` instead of `RateLimited`. A `dry_run` limit counts and reports
     in the headers but never refuses. `name` is the limit's name in the ``RateLimit*`` headers.
+
+    By default a fixed window starts at a key's first request and lasts the rate's period (a month is 30 days,
+    as in `limits`). With ``calendar=True`` the windows follow the UTC calendar instead, the same for every
+    key: a day from midnight, a month from the 1st, an hour from the full hour (see `calendar_period`).
     """
 
-    __slots__ = ("_item", "_key_head", "_key_tail", "_limit_pair", "_name_field", "amount", "dry_run", "name",
-                 "quota", "rate", "strategy", "window")
+    __slots__ = ("_item", "_key_head", "_key_tail", "_limit_pair", "_name_field", "_period", "amount", "calendar",
+                 "dry_run", "name", "quota", "rate", "strategy", "window")
     rate: str
     strategy: Strategy
     quota: bool
     dry_run: bool
+    calendar: bool
     name: str
     _item: RateLimitItem
     _key_head: str
     _key_tail: str
     _name_field: bytes  # the RateLimit header up to the remaining count: b'"name";r='
     _limit_pair: tuple[bytes, bytes]  # the X-RateLimit-Limit header
+    _period: list[Any]  # calendar windows: [start, end, key tail] of the latest period seen
     amount: int
     window: int
 
@@ -49,6 +82,7 @@ class Limit:
         strategy: Strategy = "fixed-window",
         quota: bool = False,
         dry_run: bool = False,
+        calendar: bool = False,
         name: str | None = None,
     ) -> None:
         items = _parse(rate)
@@ -56,6 +90,9 @@ class Limit:
             raise ConfigurationError(f"Limit({rate!r}) holds {len(items)} rates; give RateLimit a list instead.")
         if strategy not in STRATEGIES:
             raise ConfigurationError(f"rate limit strategy {strategy!r}: use one of {', '.join(STRATEGIES)}.")
+        if calendar and strategy != "fixed-window":
+            raise ConfigurationError(f"Limit({rate!r}, calendar=True) counts in fixed windows; it cannot be "
+                                     f"strategy={strategy!r}.")
         if name is not None and not (name and all(" " <= c <= "~" and c not in '"\\' for c in name)):
             raise ConfigurationError(f"Limit name {name!r} must be printable ASCII without quotes or backslashes "
                                      "(it is sent as a quoted string in the RateLimit headers).")
@@ -65,6 +102,8 @@ class Limit:
         object.__setattr__(self, "strategy", strategy)
         object.__setattr__(self, "quota", quota)
         object.__setattr__(self, "dry_run", dry_run)
+        object.__setattr__(self, "calendar", bool(calendar))
+        object.__setattr__(self, "_period", [0.0, 0.0, ""])
         per = item.GRANULARITY.name if item.multiples == 1 else f"{item.multiples}{item.GRANULARITY.name}s"
         object.__setattr__(self, "name", name or f"{item.amount}-per-{per}")
         object.__setattr__(self, "amount", int(item.amount))
@@ -78,8 +117,22 @@ class Limit:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Limit is immutable; create a new one")
 
+    def _calendar_window(self, now: float) -> tuple[str, float]:
+        """A calendar limit's counter key tail for `now` (the period's start in it) and the period's end."""
+        period = self._period
+        if not period[0] <= now < period[1]:
+            item = self._item
+            start, end = calendar_period(now, item.GRANULARITY.name, item.multiples)
+            period[:] = [start, end, f"{self._key_tail}/{int(start)}"]
+        return period[2], period[1]
+
+    @staticmethod
+    def _expiry(end: float, now: float) -> int:
+        """Whole seconds a store keeps a calendar window's counter: to the period's end, at least one."""
+        return max(1, math.ceil(end - now))
+
     def _fields(self) -> tuple[Any, ...]:
-        return (self.amount, self.window, self.strategy, self.quota, self.dry_run, self.name)
+        return (self.amount, self.window, self.strategy, self.quota, self.dry_run, self.calendar, self.name)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Limit) and self._fields() == other._fields()
@@ -91,6 +144,7 @@ class Limit:
         extra = "" if self.strategy == "fixed-window" else f", strategy={self.strategy!r}"
         extra += ", quota=True" if self.quota else ""
         extra += ", dry_run=True" if self.dry_run else ""
+        extra += ", calendar=True" if self.calendar else ""
         return f"Limit({self.rate!r}{extra})"
 
 
@@ -119,7 +173,9 @@ def _parse(rate: str) -> list[RateLimitItem]:
         ) from None
 
 
-def as_limits(value: LimitsLike, strategy: Strategy, quota: bool = False) -> tuple[Limit, ...]:
+def as_limits(
+    value: LimitsLike, strategy: Strategy, quota: bool = False, calendar: bool = False
+) -> tuple[Limit, ...]:
     items: Iterable[str | Limit] = [value] if isinstance(value, (str, Limit)) else value
     limits: list[Limit] = []
     for item in items:
@@ -129,7 +185,7 @@ def as_limits(value: LimitsLike, strategy: Strategy, quota: bool = False) -> tup
             for one in _parse(item):
                 per = one.GRANULARITY.name if one.multiples == 1 else f"{one.multiples} {one.GRANULARITY.name}s"
                 text = f"{one.amount}/{per}"
-                limits.append(Limit(text, strategy=strategy, quota=quota))
+                limits.append(Limit(text, strategy=strategy, quota=quota, calendar=calendar))
         else:
             raise ConfigurationError(f"{item!r} is neither a rate limit string nor a Limit.")
     if not limits:
@@ -143,7 +199,9 @@ def as_limits(value: LimitsLike, strategy: Strategy, quota: bool = False) -> tup
 class Plan:
     """A consumer tier: ``Plan(rate="10/second", quota="10000/month")``; both optional, each one or more limits.
 
-    Plans are given to `RateLimit(plans={...}, plan=...)`. Quota limits refuse with `QuotaExceeded`.
+    Plans are given to `RateLimit(plans={...}, plan=...)`. Quota limits refuse with `QuotaExceeded`. With
+    ``calendar=True`` the quotas given as strings count in UTC calendar periods (a month from the 1st), like
+    usage plans that bill by the month; by default each key's window starts at its first request.
     """
 
     __slots__ = ("limits", "quota", "rate")
@@ -153,13 +211,18 @@ class Plan:
 
     def __init__(
         self, rate: LimitsLike | None = None, *, quota: LimitsLike | None = None,
-        strategy: Strategy = "fixed-window",
+        strategy: Strategy = "fixed-window", calendar: bool = False,
     ) -> None:
+        if calendar and strategy != "fixed-window":
+            raise ConfigurationError(f"Plan(calendar=True) counts quotas in fixed windows; it cannot be "
+                                     f"strategy={strategy!r}.")
+        if calendar and quota is None:
+            raise ConfigurationError("Plan(calendar=True) applies to quotas; this plan has no quota.")
         limits: tuple[Limit, ...] = ()
         if rate is not None:
             limits += as_limits(rate, strategy)
         if quota is not None:
-            limits += as_limits(quota, strategy, quota=True)
+            limits += as_limits(quota, strategy, quota=True, calendar=calendar)
         if not limits:
             raise ConfigurationError("a Plan needs a rate, a quota or both.")
         object.__setattr__(self, "rate", rate)

@@ -55,7 +55,7 @@ class FixedWindowCounters:
         self._counters: dict[str, list[float]] = {}
         self._sweep_at = 0.0
 
-    def hit(self, key: str, expiry: int, cost: int, now: float) -> tuple[int, float]:
+    def hit(self, key: str, expiry: float, cost: int, now: float) -> tuple[int, float]:
         """Add `cost` to the key's counter; (the count, the window's end as a Unix time)."""
         entry = self._counters.get(key)
         if entry is None or entry[1] <= now:

@@ -118,6 +118,8 @@ async def _hit(
     storage: Storage, limit: Limit, ids: str, cost: int, fast: FixedWindowCounters | None, resets: dict[str, float],
     wire: RedisWire | None = None,
 ) -> _Outcome:
+    if limit.calendar:
+        return await _hit_calendar(storage, limit, ids, cost, fast, wire)
     if limit.strategy == "fixed-window":
         key = limit._key_head + ids + limit._key_tail  # what limits' RateLimitItem.key_for() makes
         now = time.time()
@@ -143,6 +145,22 @@ async def _hit(
     allowed = await strategy.hit(item, ids, cost=cost)
     stats = await strategy.get_window_stats(item, ids)
     return _Outcome(limit, allowed, stats.remaining, stats.reset_time)
+
+
+async def _hit_calendar(
+    storage: Storage, limit: Limit, ids: str, cost: int, fast: FixedWindowCounters | None, wire: RedisWire | None,
+) -> _Outcome:
+    """A fixed window of the UTC calendar: the period's start is in the key, so every key turns over together."""
+    now = time.time()
+    tail, end = limit._calendar_window(now)
+    key = limit._key_head + ids + tail
+    if fast is not None:
+        count, _ = fast.hit(key, end - now, cost, now)
+    elif wire is not None:
+        count, _ = await wire.incr_window(key, limit._expiry(end, now), cost)
+    else:
+        count = await storage.incr(key, limit._expiry(end, now), amount=cost)
+    return _Outcome(limit, count <= limit.amount, max(0, limit.amount - count), end)
 
 
 async def _hit_all(
@@ -236,8 +254,8 @@ class RateLimit(Policy):
         self._policy_pairs = {plan_name: (b"ratelimit-policy", _policy_header(lims))
                               for plan_name, lims in self._plans.items()}
         self._admitted = self._rejected = self._dry_run_rejected = 0
-        self._fixed_only = {plan_name: all(limit.strategy == "fixed-window" for limit in lims)
-                            for plan_name, lims in self._plans.items()}
+        self._fixed_only = {plan_name: all(limit.strategy == "fixed-window" and not limit.calendar for limit in lims)
+                            for plan_name, lims in self._plans.items()}  # memory: counted without an await
         self._key_function = self.key.function
         self._simple_ids = f"{self.name}/" if not per_route and plan is None else ""  # ids = this + key value
         self._resets: dict[str, float] = {}  # window ends of remote fixed windows, so INCR is the only call
@@ -432,6 +450,13 @@ class RateLimit(Policy):
         async def read(storage: Storage) -> list[LimitUsage]:
             found = []
             for limit in limits:
+                if limit.calendar:
+                    now = time.time()
+                    tail, end = limit._calendar_window(now)
+                    key = limit._key_head + ids + tail
+                    count = counters.get(key, now)[0] if counters is not None else await storage.get(key)
+                    found.append(LimitUsage(limit, max(0, limit.amount - count), end))
+                    continue
                 if counters is not None and limit.strategy == "fixed-window":
                     count, reset = counters.get(limit._key_head + ids + limit._key_tail, time.time())
                     found.append(LimitUsage(limit, max(0, limit.amount - count), reset))
@@ -450,7 +475,13 @@ class RateLimit(Policy):
 
         async def clear(storage: Storage) -> None:
             for limit in limits:
-                if counters is not None and limit.strategy == "fixed-window":
+                if limit.calendar:
+                    key = limit._key_head + ids + limit._calendar_window(time.time())[0]
+                    if counters is not None:
+                        counters.clear(key)
+                    else:
+                        await storage.clear(key)
+                elif counters is not None and limit.strategy == "fixed-window":
                     counters.clear(limit._key_head + ids + limit._key_tail)
                 else:
                     await limiter(limit.strategy, storage).clear(limit._item, ids)
@@ -464,7 +495,7 @@ class RateLimit(Policy):
         else:
             parts = ["; ".join(f"{lim.amount}/{window_text(lim.window)}" for lim in self.limits)]
             parts[0] = repr(parts[0]) if all(lim.strategy == "fixed-window" and not lim.quota and not lim.dry_run
-                                             for lim in self.limits) else repr(list(self.limits))
+                                             and not lim.calendar for lim in self.limits) else repr(list(self.limits))
         parts.append(f"key={self.key!r}")
         if self.per_route:
             parts.append("per_route=True")
