@@ -139,7 +139,10 @@ def count(spec: SystemSpec, upstream_port: int, requests: tuple[int, int], conne
             return Counted(spec, error=f"{exc}; last log line: {proc.tail(1).strip()}")
         finally:
             proc.stop(timeout=180.0)  # SIGTERM: uvicorn shuts down, then valgrind writes the counts
-        totals.append(instructions(out))
+        try:
+            totals.append(instructions(out))
+        except (OSError, RuntimeError) as exc:  # valgrind died, or was killed before writing its counts
+            return Counted(spec, error=f"{exc}; last log line: {proc.tail(1).strip()}")
     return Counted(spec, (totals[1] - totals[0]) / (requests[1] - requests[0]))
 
 
