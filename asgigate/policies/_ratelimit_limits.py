@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -125,11 +124,6 @@ class Limit:
             start, end = calendar_period(now, item.GRANULARITY.name, item.multiples)
             period[:] = [start, end, f"{self._key_tail}/{int(start)}"]
         return period[2], period[1]
-
-    @staticmethod
-    def _expiry(end: float, now: float) -> int:
-        """Whole seconds a store keeps a calendar window's counter: to the period's end, at least one."""
-        return max(1, math.ceil(end - now))
 
     def _fields(self) -> tuple[Any, ...]:
         return (self.amount, self.window, self.strategy, self.quota, self.dry_run, self.calendar, self.name)

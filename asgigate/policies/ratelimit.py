@@ -156,10 +156,10 @@ async def _hit_calendar(
     key = limit._key_head + ids + tail
     if fast is not None:
         count, _ = fast.hit(key, end - now, cost, now)
-    elif wire is not None:
-        count, _ = await wire.incr_window(key, limit._expiry(end, now), cost)
+    elif wire is not None:  # the stores keep the counter in whole seconds: to the period's end, at least one
+        count, _ = await wire.incr_window(key, max(1, math.ceil(end - now)), cost)
     else:
-        count = await storage.incr(key, limit._expiry(end, now), amount=cost)
+        count = await storage.incr(key, max(1, math.ceil(end - now)), amount=cost)
     return _Outcome(limit, count <= limit.amount, max(0, limit.amount - count), end)
 
 
