@@ -43,9 +43,9 @@ def test_calendar_periods(now: str, rate: str, start: str, end: str) -> None:
     limit = Limit(rate, calendar=True)
     item = limit._item
     assert calendar_period(utc(now), item.GRANULARITY.name, item.multiples) == (utc(start), utc(end))
-    tail, window_end = limit._calendar_window(utc(now))
+    key, window_end = limit._calendar_key("k", utc(now))
     assert window_end == utc(end)
-    assert tail.endswith(f"/{int(utc(start))}")  # the counter of each period is its own key
+    assert key.endswith(f"/{int(utc(start))}")  # the counter of each period is its own key
 
 
 def test_calendar_needs_fixed_windows_and_plan_quotas() -> None:

@@ -116,14 +116,14 @@ class Limit:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Limit is immutable; create a new one")
 
-    def _calendar_window(self, now: float) -> tuple[str, float]:
-        """A calendar limit's counter key tail for `now` (the period's start in it) and the period's end."""
+    def _calendar_key(self, ids: str, now: float) -> tuple[str, float]:
+        """A calendar limit's counter key for `ids` at `now` (the period's start in it) and the period's end."""
         period = self._period
         if not period[0] <= now < period[1]:
             item = self._item
             start, end = calendar_period(now, item.GRANULARITY.name, item.multiples)
             period[:] = [start, end, f"{self._key_tail}/{int(start)}"]
-        return period[2], period[1]
+        return self._key_head + ids + period[2], period[1]
 
     def _fields(self) -> tuple[Any, ...]:
         return (self.amount, self.window, self.strategy, self.quota, self.dry_run, self.calendar, self.name)

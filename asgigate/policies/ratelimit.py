@@ -152,8 +152,7 @@ async def _hit_calendar(
 ) -> _Outcome:
     """A fixed window of the UTC calendar: the period's start is in the key, so every key turns over together."""
     now = time.time()
-    tail, end = limit._calendar_window(now)
-    key = limit._key_head + ids + tail
+    key, end = limit._calendar_key(ids, now)
     if fast is not None:
         count, _ = fast.hit(key, end - now, cost, now)
     elif wire is not None:  # the stores keep the counter in whole seconds: to the period's end, at least one
@@ -452,8 +451,7 @@ class RateLimit(Policy):
             for limit in limits:
                 if limit.calendar:
                     now = time.time()
-                    tail, end = limit._calendar_window(now)
-                    key = limit._key_head + ids + tail
+                    key, end = limit._calendar_key(ids, now)
                     count = counters.get(key, now)[0] if counters is not None else await storage.get(key)
                     found.append(LimitUsage(limit, max(0, limit.amount - count), end))
                     continue
@@ -476,7 +474,7 @@ class RateLimit(Policy):
         async def clear(storage: Storage) -> None:
             for limit in limits:
                 if limit.calendar:
-                    key = limit._key_head + ids + limit._calendar_window(time.time())[0]
+                    key = limit._calendar_key(ids, time.time())[0]
                     if counters is not None:
                         counters.clear(key)
                     else:
