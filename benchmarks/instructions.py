@@ -14,7 +14,8 @@ a ratio of instructions overstates the gap in requests/s. It is an estimate of t
 
 Besides each system against the plain proxy, it prints what the five rate limit headers cost uvicorn alone:
 ``hello-rlheaders`` (the hello world sending those headers byte for byte) minus ``hello``, next to what the
-memory rate limit costs with and without them.
+memory rate limit costs with and without them; and the floor: ``minimal-rl``, the least a Python rate limit
+sending those headers can do (a dict behind a pure-ASGI middleware, see benchmarks/apps/minimal_ratelimit.py).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ HELLO_RL_HEADERS = SystemSpec(
     app="hello:ratelimit_headers",
 )
 DEFAULT_SYSTEMS = (
-    "hello", "hello-rlheaders", "asgigate-plain", "asgigate-rl-memory", "asgigate-rl-memory-ietf",
+    "hello", "hello-rlheaders", "asgigate-plain", "minimal-rl", "asgigate-rl-memory", "asgigate-rl-memory-ietf",
     "asgigate-rl-memory-noheaders",
 )  # fmt: skip
 PLAIN = "asgigate-plain"
@@ -185,6 +186,13 @@ def render(counted: list[Counted], requests: tuple[int, int], connections: int, 
                 f"(asgigate-rl-memory-noheaders - {PLAIN})"
             )
         lines += ["", line + "."]
+    floor = by_key.get("minimal-rl")
+    if plain and floor and limited:
+        lines += ["", (
+            f"The floor, a hand-written ASGI rate limit sending the same five headers (minimal-rl), costs "
+            f"{floor - plain:,.0f} instructions per request over the plain proxy; asgigate's memory rate limit "
+            f"costs {limited - plain:,.0f}, {limited - floor:+,.0f} against the floor."
+        )]
     return "\n".join(lines) + "\n"
 
 

@@ -117,6 +117,15 @@ GATE_RL_MEMORY_IETF = SystemSpec(
     asgigate=True,
     workloads=EDGE_WORKLOADS,
 )
+MINIMAL_RL = SystemSpec(
+    "minimal-rl",
+    "hand-written ASGI rate limit around asgigate-plain (a dict, the same five headers): the floor",
+    "uvicorn",
+    8106,
+    app="minimal_ratelimit:app",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+)
 GATE_RL_REDIS = SystemSpec(
     "asgigate-rl-redis",
     "asgigate, rate limit per client ip, Redis store",
@@ -128,12 +137,13 @@ GATE_RL_REDIS = SystemSpec(
     redis=True,
 )
 EDGE_SYSTEMS: list[SystemSpec] = [
-    GATE_LOG, GATE_JWT, GATE_RL_MEMORY, GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, GATE_RL_REDIS, GATE_FULL,
+    GATE_LOG, GATE_JWT, GATE_RL_MEMORY, GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, MINIMAL_RL, GATE_RL_REDIS,
+    GATE_FULL,
 ]  # fmt: skip
 
 SYSTEMS: list[SystemSpec] = [
     DIRECT, NGINX_PROXY, HELLO, AIOHTTP_PROXY, ASGIPROXY, GATE_PLAIN, GATE_LOG, GATE_JWT, GATE_RL_MEMORY,
-    GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, GATE_RL_REDIS, GATE_FULL,
+    GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, MINIMAL_RL, GATE_RL_REDIS, GATE_FULL,
 ]  # fmt: skip
 
 # Worker scaling: everything (these servers, wrk, the upstream) may run on both cores.

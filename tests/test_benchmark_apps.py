@@ -60,7 +60,7 @@ SAME_HEADERS = """
 import asyncio, json, sys
 import httpx
 sys.path.insert(0, {apps!r})
-import asgigate_ratelimit_memory, hello
+import asgigate_ratelimit_memory, hello, minimal_ratelimit
 
 async def get(app):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
@@ -69,14 +69,18 @@ async def get(app):
     return [[name.decode(), value.decode()] for name, value in response.headers.raw]
 
 async def main():
-    print(json.dumps([await get(asgigate_ratelimit_memory.app), await get(hello.ratelimit_headers)]))
+    print(json.dumps([await get(asgigate_ratelimit_memory.app), await get(hello.ratelimit_headers),
+                      await get(minimal_ratelimit.app)]))
 
 asyncio.run(main())
 """
 
 
 def test_hello_ratelimit_headers_are_the_memory_limits_headers() -> None:
-    """`hello:ratelimit_headers` stands for what the five headers cost uvicorn: the same names, the same bytes."""
+    """`hello:ratelimit_headers` stands for what the five headers cost uvicorn: the same names, the same bytes.
+
+    `minimal_ratelimit:app`, the floor a hand-written rate limit sets, sends them too.
+    """
     with ThreadServer(hello_app) as upstream:
         result = subprocess.run(
             [PYTHON, "-c", SAME_HEADERS.format(apps=str(ROOT / "benchmarks" / "apps"))],
@@ -87,7 +91,7 @@ def test_hello_ratelimit_headers_are_the_memory_limits_headers() -> None:
             timeout=60,
         )
     assert result.returncode == 0, result.stderr
-    gateway, hello = json.loads(result.stdout)
+    gateway, hello, minimal = json.loads(result.stdout)
     names = ["ratelimit-policy", "ratelimit", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]
 
     def limit_headers(headers: list[list[str]]) -> list[list[str]]:
@@ -96,4 +100,44 @@ def test_hello_ratelimit_headers_are_the_memory_limits_headers() -> None:
 
     assert [name for name, _ in limit_headers(gateway)] == names
     assert limit_headers(hello) == limit_headers(gateway)
+    assert limit_headers(minimal) == limit_headers(gateway)
+    assert ["x-ratelimit-remaining", "999999999"] in minimal
     assert ["x-ratelimit-remaining", "999999999"] in gateway  # the first request of a 1000000000/hour limit
+
+
+REFUSES = """
+import asyncio, json, sys
+import httpx
+sys.path.insert(0, {apps!r})
+from asgigate_plain import app as plain
+from minimal_ratelimit import MinimalRateLimit
+
+async def main():
+    app = MinimalRateLimit(plain, amount=2, window=60)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+        replies = [await client.get("/small") for _ in range(3)]
+    print(json.dumps([[r.status_code, dict(r.headers), r.text] for r in replies]))
+
+asyncio.run(main())
+"""
+
+
+def test_the_minimal_rate_limit_counts_and_refuses() -> None:
+    """The floor is a working rate limit, not just five headers: the third request of 2/minute gets a 429."""
+    with ThreadServer(hello_app) as upstream:
+        result = subprocess.run(
+            [PYTHON, "-c", REFUSES.format(apps=str(ROOT / "benchmarks" / "apps"))],
+            env={"UPSTREAM_URL": upstream.url, "PATH": "/usr/bin:/bin"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    (s1, h1, body1), (s2, h2, _), (s3, h3, body3) = json.loads(result.stdout)
+    assert (s1, s2, s3) == (200, 200, 429)
+    assert '"ok":true' in body1  # proxied to the upstream
+    assert (h1["x-ratelimit-remaining"], h2["x-ratelimit-remaining"], h3["x-ratelimit-remaining"]) == ("1", "0", "0")
+    assert h1["ratelimit-policy"] == '"2-per-60-seconds";q=2;w=60'
+    assert 0 < int(h3["retry-after"]) <= 60
+    assert json.loads(body3)["status"] == 429
