@@ -5,7 +5,8 @@ store, no key functions, no plans, no dry run, no check for an upstream's own ra
 carries the same five headers as ``asgigate_ratelimit_memory:app``, computed per request (remaining count and
 seconds to the window's end). What it costs over ``asgigate_plain:app`` is about the least any Python rate
 limit sending those headers costs under this server. The same logic as an asgigate policy (hooks instead of a
-send wrapper) cost the same, give or take 2 %, counted in-process; a real rate limit does more than this.
+send wrapper) cost about the same, counted in-process: 17,500 instructions against 17,100. A real rate limit
+does more than this.
 """
 
 from __future__ import annotations
