@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,7 +22,35 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_ports()
+
+
 def free_port() -> int:
+    """A free 127.0.0.1 port for a server the test starts, chosen outside the kernel's ephemeral range.
+
+    Between this call and the server's own bind, the port is free for anyone: a sample upstream binding port 0
+    inside the server's process, or any outgoing connection, could be given it by the kernel, and the test
+    would then talk to the wrong server. Ports the kernel hands out are in the ephemeral range, so a port
+    below it cannot be taken that way.
+    """
+    low = _EPHEMERAL[0]
+    if low > 12_000:
+        for _ in range(100):
+            port = random.randrange(10_000, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -98,9 +127,11 @@ def serve_process(
     """Run a server command (uvicorn, hypercorn, granian ...) until the block ends; kill it by PID."""
     full_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **(env or {})}
     proc = subprocess.Popen(args, env=full_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    failed = True
     try:
         wait_port(port, timeout, proc)
         yield proc
+        failed = False
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -109,6 +140,13 @@ def serve_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if failed and proc.stdout is not None and not proc.stdout.closed:
+            # the server's own account of a failed test (pytest shows it with the failure); what is there now
+            # only: a child process of the server may still hold the pipe open
+            os.set_blocking(proc.stdout.fileno(), False)
+            output = proc.stdout.read() or b""
+            print(f"--- output of {' '.join(args)} ---", file=sys.stderr)
+            print(output.decode(errors="replace")[-4000:], file=sys.stderr)
 
 
 def uvicorn_cmd(app: str, port: int) -> list[str]:
