@@ -18,6 +18,8 @@ from systems import (
     GATE_PLAIN,
     GATE_RL_MEMORY,
     GATE_RL_REDIS,
+    GRANIAN_PLAIN,
+    GRANIAN_RL_MEMORY,
     HELLO,
     NGINX_PROXY,
     SystemSpec,
@@ -348,6 +350,25 @@ def edge_table(f: Figures) -> str:
     )
 
 
+SERVERS = (("uvicorn", GATE_PLAIN, GATE_RL_MEMORY), ("granian", GRANIAN_PLAIN, GRANIAN_RL_MEMORY))
+
+
+def servers_table(f: Figures) -> str:
+    """The plain proxy and the memory rate limit under each server, the ratio within the same server."""
+    measured = {s.key for s in f.res.systems}
+    rows = []
+    for server, plain, limited in SERVERS:
+        if plain.key not in measured and limited.key not in measured:
+            continue
+        rows.append([
+            server, _num(f.rps(plain)), _num(f.rps(limited)), _x(_ratio(f.rps(limited), f.rps(plain))),
+            _num(f.p(plain, LATENCY.key, "p50_us")), _num(f.p(limited, LATENCY.key, "p50_us")),
+        ])  # fmt: skip
+    header = ["server (one worker)", "plain proxy req/s", "memory rate limit req/s", "rate limit / plain",
+              "plain 1-conn p50 µs", "rate limit 1-conn p50 µs"]  # fmt: skip
+    return _table(header, rows) if rows else "Not measured in this run."
+
+
 def scaling_table(f: Figures) -> str:
     rows = []
     for name, one, two in (
@@ -488,6 +509,7 @@ def render(res: RunResults) -> str:
         f"## Latency ({SLOW.title}; {LATENCY.title}, minus nginx direct)", "", latency_table(f), "",
         "## Ratios (same run only)", "", ratio_table(f), "",
         "## Edge stack costs (small GET req/s, same run)", "", edge_table(f), "",
+        "## Servers (small GET, same run)", "", servers_table(f), "",
         "## Worker scaling (small JSON GET @50 conns)", "", scaling_table(f), "",
         "## asgigate import time and idle memory", "", misc_table(f), "",
         "## Raw runs", "", raw_table(f), "",

@@ -30,9 +30,9 @@ from procs import Proc, free_port, http_request, port_free, wait_http
 class SystemSpec:
     key: str
     title: str
-    kind: str  # "nginx-upstream" | "nginx-proxy" | "uvicorn"
+    kind: str  # "nginx-upstream" | "nginx-proxy" | "uvicorn" | "granian"
     port: int
-    app: str = ""  # module:attribute under benchmarks/apps, for kind "uvicorn"
+    app: str = ""  # module:attribute under benchmarks/apps, for kinds "uvicorn" and "granian"
     workers: int = 1
     cpus: str = SUT_CPUS
     asgigate: bool = False  # skipped (with the reason) while asgigate does not import
@@ -136,6 +136,26 @@ GATE_RL_REDIS = SystemSpec(
     workloads=EDGE_WORKLOADS,
     redis=True,
 )
+# The plain proxy and the memory rate limit under granian (Rust HTTP, one worker, one runtime thread): what
+# they cost under another server, whose header handling is not Python.
+GRANIAN_PLAIN = SystemSpec(
+    "asgigate-plain-granian",
+    "asgigate, plain proxy route, under granian",
+    "granian",
+    8107,
+    app="asgigate_plain:app",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+)
+GRANIAN_RL_MEMORY = SystemSpec(
+    "asgigate-rl-memory-granian",
+    "asgigate, rate limit per client ip, memory store, under granian",
+    "granian",
+    8108,
+    app="asgigate_ratelimit_memory:app",
+    asgigate=True,
+    workloads=EDGE_WORKLOADS,
+)
 EDGE_SYSTEMS: list[SystemSpec] = [
     GATE_LOG, GATE_JWT, GATE_RL_MEMORY, GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, MINIMAL_RL, GATE_RL_REDIS,
     GATE_FULL,
@@ -143,7 +163,7 @@ EDGE_SYSTEMS: list[SystemSpec] = [
 
 SYSTEMS: list[SystemSpec] = [
     DIRECT, NGINX_PROXY, HELLO, AIOHTTP_PROXY, ASGIPROXY, GATE_PLAIN, GATE_LOG, GATE_JWT, GATE_RL_MEMORY,
-    GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, MINIMAL_RL, GATE_RL_REDIS, GATE_FULL,
+    GATE_RL_MEMORY_IETF, GATE_RL_MEMORY_BARE, MINIMAL_RL, GATE_RL_REDIS, GATE_FULL, GRANIAN_PLAIN, GRANIAN_RL_MEMORY,
 ]  # fmt: skip
 
 # Worker scaling: everything (these servers, wrk, the upstream) may run on both cores.
@@ -209,6 +229,16 @@ def command(spec: SystemSpec, upstream_port: int) -> list[str]:
     if spec.kind.startswith("nginx"):
         conf = _render_nginx(spec, upstream_port)
         return ["nginx", "-p", str(conf.parent), "-c", str(conf), "-e", str(conf.parent / "error.log")]
+    if spec.kind == "granian":
+        return [
+            PYTHON, "-m", "granian", "--interface", "asgi",
+            "--working-dir", str(APPS_DIR),
+            "--host", HOST, "--port", str(spec.port),
+            "--loop", "uvloop", "--http", "1", "--no-ws",
+            "--log-level", "warning",
+            "--workers", str(spec.workers), "--runtime-threads", "1",
+            spec.app,
+        ]  # fmt: skip
     return [
         PYTHON, "-m", "uvicorn", spec.app,
         "--app-dir", str(APPS_DIR),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,3 +143,41 @@ def test_the_minimal_rate_limit_counts_and_refuses() -> None:
     assert h1["ratelimit-policy"] == '"2-per-60-seconds";q=2;w=60'
     assert 0 < int(h3["retry-after"]) <= 60
     assert json.loads(body3)["status"] == 429
+
+
+SERVE = """
+import sys, urllib.request
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+from procs import Proc, wait_http
+from systems import SYSTEMS, command, environment, with_free_ports
+
+(spec,) = with_free_ports([s for s in SYSTEMS if s.key == {key!r}])
+env = environment(int({upstream_port!r}))
+proc = Proc(spec.key, command(spec, int({upstream_port!r})), {cpus!r}, Path({log!r}), env)
+try:
+    error = wait_http(proc, "127.0.0.1", spec.port, "/small", timeout=60.0)
+    assert error is None, error
+    with urllib.request.urlopen(f"http://127.0.0.1:{{spec.port}}/small", timeout=10) as reply:
+        print(reply.status, dict(reply.headers).get("x-ratelimit-remaining"), reply.read().decode())
+finally:
+    proc.stop()
+"""
+
+
+@pytest.mark.parametrize("key", ["asgigate-plain-granian", "asgigate-rl-memory-granian"])
+def test_the_granian_systems_serve_through_the_benchmarks_own_command(key: str, tmp_path: Path) -> None:
+    """The harness starts granian as `benchmarks/systems.command` says, and the app answers through it."""
+    cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    with ThreadServer(hello_app) as upstream:
+        script = SERVE.format(bench=str(ROOT / "benchmarks"), key=key, upstream_port=upstream.url.rsplit(":", 1)[1],
+                              cpus=cpus, log=str(tmp_path / "server.log"))
+        result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr + (tmp_path / "server.log").read_text(errors="replace")
+    status, remaining, body = result.stdout.strip().split(" ", 2)
+    assert status == "200"
+    assert '"ok":true' in body  # proxied to the upstream
+    if "rl-memory" in key:  # the start-up check's requests were counted too
+        assert 999_999_990 <= int(remaining) < 1_000_000_000
+    else:
+        assert remaining == "None"
