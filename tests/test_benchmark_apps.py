@@ -58,6 +58,21 @@ def test_benchmark_app_builds(name: str) -> None:
     assert "Proxy(" in result.stdout
 
 
+def _run_against_hello(script: str) -> Any:
+    """Run a script (the benchmark apps on its path) with the hello world as UPSTREAM_URL; its JSON output."""
+    with ThreadServer(hello_app) as upstream:
+        result = subprocess.run(
+            [PYTHON, "-c", script.format(apps=str(ROOT / "benchmarks" / "apps"))],
+            env={"UPSTREAM_URL": upstream.url, "PATH": "/usr/bin:/bin"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 SAME_HEADERS = """
 import asyncio, json, sys
 import httpx
@@ -83,17 +98,7 @@ def test_hello_ratelimit_headers_are_the_memory_limits_headers() -> None:
 
     `minimal_ratelimit:app`, the floor a hand-written rate limit sets, sends them too.
     """
-    with ThreadServer(hello_app) as upstream:
-        result = subprocess.run(
-            [PYTHON, "-c", SAME_HEADERS.format(apps=str(ROOT / "benchmarks" / "apps"))],
-            env={"UPSTREAM_URL": upstream.url, "PATH": "/usr/bin:/bin"},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 0, result.stderr
-    gateway, hello, minimal = json.loads(result.stdout)
+    gateway, hello, minimal = _run_against_hello(SAME_HEADERS)
     names = ["ratelimit-policy", "ratelimit", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]
 
     def limit_headers(headers: list[list[str]]) -> list[list[str]]:
@@ -126,17 +131,7 @@ asyncio.run(main())
 
 def test_the_minimal_rate_limit_counts_and_refuses() -> None:
     """The floor is a working rate limit, not just five headers: the third request of 2/minute gets a 429."""
-    with ThreadServer(hello_app) as upstream:
-        result = subprocess.run(
-            [PYTHON, "-c", REFUSES.format(apps=str(ROOT / "benchmarks" / "apps"))],
-            env={"UPSTREAM_URL": upstream.url, "PATH": "/usr/bin:/bin"},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 0, result.stderr
-    (s1, h1, body1), (s2, h2, _), (s3, h3, body3) = json.loads(result.stdout)
+    (s1, h1, body1), (s2, h2, _), (s3, h3, body3) = _run_against_hello(REFUSES)
     assert (s1, s2, s3) == (200, 200, 429)
     assert '"ok":true' in body1  # proxied to the upstream
     assert (h1["x-ratelimit-remaining"], h2["x-ratelimit-remaining"], h3["x-ratelimit-remaining"]) == ("1", "0", "0")
