@@ -58,8 +58,8 @@ def versions() -> dict[str, str]:
     code = (
         "import sys, importlib.metadata as m\n"
         "print('python', sys.version.split()[0])\n"
-        "for name in ('uvicorn', 'uvloop', 'httptools', 'aiohttp', 'asgiproxy', 'joserfc', 'limits', 'coredis',\n"
-        "             'asgigate'):\n"
+        "for name in ('uvicorn', 'granian', 'uvloop', 'httptools', 'aiohttp', 'asgiproxy', 'joserfc', 'limits',\n"
+        "             'coredis', 'asgigate'):\n"
         "    try: print(name, m.version(name))\n"
         "    except m.PackageNotFoundError: print(name, 'not installed')\n"
     )
