@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from graphqlbackends import catalog_server, rest_server
+from redisserver import RedisServer
 from servers import ThreadServer
 
 
@@ -21,6 +22,13 @@ def upstream() -> Iterator[ThreadServer]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    """A real redis-server on a free port, one per module (a module may define its own with another scope)."""
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -182,12 +181,6 @@ def test_cookie_store_configuration() -> None:
 
 
 # --- every store: timeouts, activity, logout -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 STORES = ["cookie", "memory", "redis"]

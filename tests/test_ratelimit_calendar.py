@@ -141,12 +141,6 @@ def test_daily_quota_in_memory_reports_midnight() -> None:
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def memcached() -> Iterator[MemcachedServer]:
     with MemcachedServer() as server:
         yield server

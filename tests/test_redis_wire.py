@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 from limits import RateLimitItemPerMinute
@@ -16,12 +15,6 @@ from asgigate.policies._redis_wire import RedisError, RedisWire, _parse, _Protoc
 
 from redisserver import RedisServer
 from servers import free_port, wait_port
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 def test_counts_like_limits_fixed_window(redis: RedisServer) -> None:
