@@ -44,10 +44,29 @@ HELLO_RL_HEADERS = SystemSpec(
     8105,
     app="hello:ratelimit_headers",
 )
+CONSTANT_POLICY = SystemSpec(
+    "constant-headers-policy",
+    "asgigate-plain with a policy appending the five headers as constants (no counting): the least a policy costs",
+    "uvicorn",
+    8109,
+    app="constant_headers:policy",
+    asgigate=True,
+)
+CONSTANT_ASGI = SystemSpec(
+    "constant-headers-asgi",
+    "asgigate-plain in an ASGI send wrapper appending the five headers as constants: the least any middleware costs",
+    "uvicorn",
+    8110,
+    app="constant_headers:asgi",
+    asgigate=True,
+)
+COUNT_ONLY = (HELLO_RL_HEADERS, CONSTANT_POLICY, CONSTANT_ASGI)  # systems of this script only, not of run.py
 DEFAULT_SYSTEMS = (
-    "hello", "hello-rlheaders", "asgigate-plain", "minimal-rl", "asgigate-rl-memory", "asgigate-rl-memory-ietf",
-    "asgigate-rl-memory-noheaders",
+    "hello", "hello-rlheaders", "asgigate-plain", "constant-headers-policy", "constant-headers-asgi", "minimal-rl",
+    "asgigate-rl-memory", "asgigate-rl-memory-ietf", "asgigate-rl-memory-noheaders",
 )  # fmt: skip
+TARGET = 0.9  # issue 6: the memory rate limit's requests/s against the plain proxy's
+KERNEL_SHARE = 1 / 3  # of the plain proxy's CPU time, spent in the kernel and not counted (see the docstring)
 PLAIN = "asgigate-plain"
 REQUEST = b"GET /small HTTP/1.1\r\nHost: bench\r\nUser-Agent: wrk\r\n\r\n"
 _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
@@ -193,7 +212,48 @@ def render(counted: list[Counted], requests: tuple[int, int], connections: int, 
             f"{floor - plain:,.0f} instructions per request over the plain proxy; asgigate's memory rate limit "
             f"costs {limited - plain:,.0f}, {limited - floor:+,.0f} against the floor."
         )]
+    lines += bounds(by_key)
     return "\n".join(lines) + "\n"
+
+
+def estimated_ratio(plain: float, system: float) -> float:
+    """The requests/s ratio instructions predict if the kernel's work (KERNEL_SHARE of the plain proxy's CPU
+    time) is the same for both: (plain user + kernel) / (system user + kernel)."""
+    kernel = plain * KERNEL_SHARE / (1 - KERNEL_SHARE)
+    return (plain + kernel) / (system + kernel)
+
+
+def bounds(by_key: dict[str, float]) -> list[str]:
+    """How far below the target the headers alone put any rate limit: a table, with the budget the target leaves."""
+    plain = by_key.get(PLAIN)
+    if not plain:
+        return []
+    kernel = plain * KERNEL_SHARE / (1 - KERNEL_SHARE)
+    budget = (plain + kernel) / TARGET - (plain + kernel)
+    rows = [
+        ("the five headers, to uvicorn alone", "hello-rlheaders", "hello"),
+        ("the five headers as constants, by a policy's two hooks", CONSTANT_POLICY.key, PLAIN),
+        ("the five headers as constants, by an ASGI send wrapper", CONSTANT_ASGI.key, PLAIN),
+        ("the floor: a hand-written rate limit", "minimal-rl", PLAIN),
+        ("asgigate's memory rate limit", "asgigate-rl-memory", PLAIN),
+    ]
+    lines = [
+        "",
+        f"Against the target ({TARGET}x the plain proxy's requests/s): if the kernel's work, about "
+        f"{KERNEL_SHARE:.0%} of the plain proxy's CPU time, is the same with a rate limit, the target allows a rate "
+        f"limit {budget:,.0f} instructions per request in all. What each step costs, and the ratio that cost "
+        "alone would give:",
+        "",
+        "| what | instructions / request over its base | estimated requests/s ratio |",
+        "|---|---|---|",
+    ]
+    shown = False
+    for what, key, base in rows:
+        if key in by_key and base in by_key:
+            extra = by_key[key] - by_key[base]
+            lines.append(f"| {what} ({key} - {base}) | {extra:,.0f} | {estimated_ratio(plain, plain + extra):.3f} |")
+            shown = True
+    return lines if shown else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < n1 < n2:
         log("--requests N1,N2 needs 0 < N1 < N2")
         return 2
-    known = {spec.key: spec for spec in [*SYSTEMS, HELLO_RL_HEADERS]}
+    known = {spec.key: spec for spec in [*SYSTEMS, *COUNT_ONLY]}
     keys = [key.strip() for key in args.systems.split(",") if key.strip()]
     unknown = [key for key in keys if key not in known or known[key].kind != "uvicorn" or known[key].auth
                or known[key].redis]  # fmt: skip

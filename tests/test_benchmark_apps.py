@@ -77,7 +77,7 @@ SAME_HEADERS = """
 import asyncio, json, sys
 import httpx
 sys.path.insert(0, {apps!r})
-import asgigate_ratelimit_memory, hello, minimal_ratelimit
+import asgigate_ratelimit_memory, constant_headers, hello, minimal_ratelimit
 
 async def get(app):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
@@ -87,7 +87,8 @@ async def get(app):
 
 async def main():
     print(json.dumps([await get(asgigate_ratelimit_memory.app), await get(hello.ratelimit_headers),
-                      await get(minimal_ratelimit.app)]))
+                      await get(minimal_ratelimit.app), await get(constant_headers.policy),
+                      await get(constant_headers.asgi)]))
 
 asyncio.run(main())
 """
@@ -96,9 +97,11 @@ asyncio.run(main())
 def test_hello_ratelimit_headers_are_the_memory_limits_headers() -> None:
     """`hello:ratelimit_headers` stands for what the five headers cost uvicorn: the same names, the same bytes.
 
-    `minimal_ratelimit:app`, the floor a hand-written rate limit sets, sends them too.
+    `minimal_ratelimit:app`, the floor a hand-written rate limit sets, sends them too, and so do the two
+    `constant_headers` bounds (a policy and an ASGI wrapper appending them as constants), both after the reply's
+    own headers, through to the upstream.
     """
-    gateway, hello, minimal = _run_against_hello(SAME_HEADERS)
+    gateway, hello, minimal, policy, asgi = _run_against_hello(SAME_HEADERS)
     names = ["ratelimit-policy", "ratelimit", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]
 
     def limit_headers(headers: list[list[str]]) -> list[list[str]]:
@@ -110,6 +113,10 @@ def test_hello_ratelimit_headers_are_the_memory_limits_headers() -> None:
     assert limit_headers(minimal) == limit_headers(gateway)
     assert ["x-ratelimit-remaining", "999999999"] in minimal
     assert ["x-ratelimit-remaining", "999999999"] in gateway  # the first request of a 1000000000/hour limit
+    for constant in (policy, asgi):
+        assert limit_headers(constant) == limit_headers(gateway)
+        assert [name for name, _ in constant][-5:] == names  # appended after the upstream's headers
+        assert ["content-type", "application/json"] in constant  # the hello world's reply, proxied
 
 
 REFUSES = """
@@ -138,6 +145,30 @@ def test_the_minimal_rate_limit_counts_and_refuses() -> None:
     assert h1["ratelimit-policy"] == '"2-per-60-seconds";q=2;w=60'
     assert 0 < int(h3["retry-after"]) <= 60
     assert json.loads(body3)["status"] == 429
+
+
+def _instructions_module() -> Any:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import instructions
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return instructions
+
+
+def test_the_instruction_counts_estimate_ratios_with_the_kernels_share_unchanged() -> None:
+    """A third of the plain proxy's CPU time in the kernel: its user instructions are two thirds of the total."""
+    instructions = _instructions_module()
+    assert instructions.estimated_ratio(200_000, 200_000) == 1.0
+    assert instructions.estimated_ratio(200_000, 300_000) == pytest.approx(300_000 / 400_000)  # kernel 100,000
+    # the budget the bounds table prints is the extra cost that gives exactly the target
+    lines = instructions.bounds({"asgigate-plain": 200_000.0, "constant-headers-policy": 230_000.0})
+    budget = int(re.search(r"limit ([\d,]+) instructions per request in all", "\n".join(lines))[1].replace(",", ""))
+    assert instructions.estimated_ratio(200_000, 200_000 + budget) == pytest.approx(instructions.TARGET, abs=1e-5)
+    assert "| 30,000 | 0.909 |" in lines[-1]  # 300,000 / 330,000
+    assert instructions.bounds({"asgigate-plain": 200_000.0}) == []  # nothing measured against it: no table
 
 
 SERVE = """
