@@ -1,6 +1,7 @@
 """Instructions per request of each system, counted by callgrind: the same comparisons as run.py, without noise.
 
-Usage: ``bash benchmarks/run.sh --instructions [--systems a,b] [--requests 3000,9000] [--connections 50]``.
+Usage: ``bash benchmarks/run.sh --instructions [--systems a,b] [--granian] [--requests 3000,9000]
+[--connections 50]``.
 
 This machine's requests/s move by +-15 % from one 6-second run to the next, also in the CPU time a request
 takes, so ratios a few percent apart cannot be told apart by timing alone. Callgrind counts the user-space
@@ -8,9 +9,15 @@ instructions the server process executes, the same in every run give or take the
 system is started twice under ``valgrind --tool=callgrind`` (uvicorn + uvloop + httptools, one worker, ASLR
 off, ``PYTHONHASHSEED=0``), sent N1 and then N2 small GETs over the same number of keep-alive connections (50
 by default, as wrk does in run.py), and stopped; the difference divided by N2 - N1 is what one request costs,
-start-up and shutdown excluded. The kernel's work (socket calls) is not counted: it is about a third of the
-plain proxy's CPU time here (``stime`` against ``utime`` under wrk), the same with or without a rate limit, so
-a ratio of instructions overstates the gap in requests/s. It is an estimate of that gap, not a measurement.
+start-up and shutdown excluded. ``--granian`` adds the same comparisons under granian (one worker, one runtime
+thread, as ``systems.command`` starts it): granian serves from a worker process with Rust threads, so every
+process is counted (``--trace-children=yes``, all threads summed) and the count is their sum.
+
+The kernel's work (socket calls) is not counted: it is about a third of the plain proxy's CPU time here, under
+uvicorn and granian alike (``stime`` against ``utime`` under wrk). The estimated ratios take it as unchanged by
+a rate limit; measured, it stayed the same or grew by up to 10 us a request, so the estimates are if anything
+generous to the rate limit. A ratio of raw instructions overstates the gap in requests/s, the estimate may
+understate it; neither is a measurement of requests/s.
 
 Besides each system against the plain proxy, it prints what the five rate limit headers cost uvicorn alone:
 ``hello-rlheaders`` (the hello world sending those headers byte for byte) minus ``hello``, next to what the
@@ -60,7 +67,22 @@ CONSTANT_ASGI = SystemSpec(
     app="constant_headers:asgi",
     asgigate=True,
 )
-COUNT_ONLY = (HELLO_RL_HEADERS, CONSTANT_POLICY, CONSTANT_ASGI)  # systems of this script only, not of run.py
+CONSTANT_POLICY_GRANIAN = SystemSpec(
+    "constant-headers-policy-granian",
+    "constant-headers-policy under granian",
+    "granian",
+    8111,
+    app="constant_headers:policy",
+    asgigate=True,
+)
+MINIMAL_RL_GRANIAN = SystemSpec(
+    "minimal-rl-granian", "minimal-rl under granian", "granian", 8112, app="minimal_ratelimit:app", asgigate=True
+)
+COUNT_ONLY = (HELLO_RL_HEADERS, CONSTANT_POLICY, CONSTANT_ASGI, CONSTANT_POLICY_GRANIAN, MINIMAL_RL_GRANIAN)
+# (the systems above are this script's only; run.py does not time them)
+GRANIAN_SYSTEMS = (
+    "asgigate-plain-granian", "constant-headers-policy-granian", "minimal-rl-granian", "asgigate-rl-memory-granian",
+)  # fmt: skip
 DEFAULT_SYSTEMS = (
     "hello", "hello-rlheaders", "asgigate-plain", "constant-headers-policy", "constant-headers-asgi", "minimal-rl",
     "asgigate-rl-memory", "asgigate-rl-memory-ietf", "asgigate-rl-memory-noheaders",
@@ -68,6 +90,7 @@ DEFAULT_SYSTEMS = (
 TARGET = 0.9  # issue 6: the memory rate limit's requests/s against the plain proxy's
 KERNEL_SHARE = 1 / 3  # of the plain proxy's CPU time, spent in the kernel and not counted (see the docstring)
 PLAIN = "asgigate-plain"
+COUNTABLE = ("uvicorn", "granian")  # servers this script counts (nginx runs in C and is not what is compared)
 REQUEST = b"GET /small HTTP/1.1\r\nHost: bench\r\nUser-Agent: wrk\r\n\r\n"
 _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
@@ -76,6 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--instructions", action="store_true", help=argparse.SUPPRESS)  # how run.py sends us here
     p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help="comma-separated system keys")
+    p.add_argument("--granian", action="store_true", help="also count " + ", ".join(GRANIAN_SYSTEMS))
     p.add_argument("--requests", default="3000,9000", help="N1,N2: requests of the short and the long run")
     p.add_argument("--connections", type=int, default=50, help="keep-alive connections sending them")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where to write the markdown")
@@ -142,12 +166,17 @@ class Counted:
 
 def count(spec: SystemSpec, upstream_port: int, requests: tuple[int, int], connections: int) -> Counted:
     totals = []
+    # granian serves from a worker process it starts (Rust threads and Python in it): every process is counted,
+    # each into its own file, and the per-request cost is their sum
+    children = spec.kind == "granian"
     for n in requests:
-        out = WORK_DIR / "callgrind" / f"{spec.key}.{n}.out"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.unlink(missing_ok=True)
+        folder = WORK_DIR / "callgrind"
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(f"{spec.key}.{n}.*out"):
+            old.unlink()
+        out = folder / (f"{spec.key}.{n}.%p.out" if children else f"{spec.key}.{n}.out")
         cmd = ["setarch", "-R", "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-               *command(spec, upstream_port)]  # fmt: skip
+               *(["--trace-children=yes"] if children else []), *command(spec, upstream_port)]  # fmt: skip
         env = environment(upstream_port, {"PYTHONHASHSEED": "0"})
         proc = Proc(spec.key, cmd, spec.cpus, WORK_DIR / "logs" / f"callgrind-{spec.key}.log", env)
         try:
@@ -158,9 +187,12 @@ def count(spec: SystemSpec, upstream_port: int, requests: tuple[int, int], conne
         except (OSError, RuntimeError) as exc:
             return Counted(spec, error=f"{exc}; last log line: {proc.tail(1).strip()}")
         finally:
-            proc.stop(timeout=180.0)  # SIGTERM: uvicorn shuts down, then valgrind writes the counts
+            proc.stop(timeout=180.0)  # SIGTERM: the server shuts down, then valgrind writes the counts
         try:
-            totals.append(instructions(out))
+            files = sorted(folder.glob(f"{spec.key}.{n}.*out"))
+            if not files:
+                raise RuntimeError(f"callgrind wrote no counts for {spec.key}")
+            totals.append(sum(instructions(path) for path in files))
         except (OSError, RuntimeError) as exc:  # valgrind died, or was killed before writing its counts
             return Counted(spec, error=f"{exc}; last log line: {proc.tail(1).strip()}")
     return Counted(spec, (totals[1] - totals[0]) / (requests[1] - requests[0]))
@@ -172,7 +204,8 @@ def render(counted: list[Counted], requests: tuple[int, int], connections: int, 
     lines = [
         f"# asgigate instructions per request, {started:%Y-%m-%d %H:%M}",
         "",
-        f"Callgrind, user space of the server process: uvicorn + uvloop + httptools, one worker; small GETs over "
+        "Callgrind, user space of the server process (uvicorn + uvloop + httptools, one worker; for the granian "
+        f"systems, all of granian's processes and threads); small GETs over "
         f"{connections} keep-alive connections; (instructions after {requests[1]:,} requests - after "
         f"{requests[0]:,}) / {requests[1] - requests[0]:,}. The kernel's share (about a third of the plain proxy's "
         f"CPU time) is not counted. See the docstring of benchmarks/instructions.py.",
@@ -230,28 +263,33 @@ def bounds(by_key: dict[str, float]) -> list[str]:
         return []
     kernel = plain * KERNEL_SHARE / (1 - KERNEL_SHARE)
     budget = (plain + kernel) / TARGET - (plain + kernel)
-    rows = [
-        ("the five headers, to uvicorn alone", "hello-rlheaders", "hello"),
-        ("the five headers as constants, by a policy's two hooks", CONSTANT_POLICY.key, PLAIN),
-        ("the five headers as constants, by an ASGI send wrapper", CONSTANT_ASGI.key, PLAIN),
-        ("the floor: a hand-written rate limit", "minimal-rl", PLAIN),
-        ("asgigate's memory rate limit", "asgigate-rl-memory", PLAIN),
+    granian = "asgigate-plain-granian"
+    rows = [  # what, the system, what it is compared with, the plain proxy of its server
+        ("the five headers, to uvicorn alone", "hello-rlheaders", "hello", PLAIN),
+        ("the five headers as constants, by a policy's two hooks", CONSTANT_POLICY.key, PLAIN, PLAIN),
+        ("the five headers as constants, by an ASGI send wrapper", CONSTANT_ASGI.key, PLAIN, PLAIN),
+        ("the floor: a hand-written rate limit", "minimal-rl", PLAIN, PLAIN),
+        ("asgigate's memory rate limit", "asgigate-rl-memory", PLAIN, PLAIN),
+        ("granian: the five headers as constants, by a policy", CONSTANT_POLICY_GRANIAN.key, granian, granian),
+        ("granian: the floor", MINIMAL_RL_GRANIAN.key, granian, granian),
+        ("granian: asgigate's memory rate limit", "asgigate-rl-memory-granian", granian, granian),
     ]
     lines = [
         "",
         f"Against the target ({TARGET}x the plain proxy's requests/s): if the kernel's work, about "
         f"{KERNEL_SHARE:.0%} of the plain proxy's CPU time, is the same with a rate limit, the target allows a rate "
-        f"limit {budget:,.0f} instructions per request in all. What each step costs, and the ratio that cost "
-        "alone would give:",
+        f"limit {budget:,.0f} instructions per request in all under uvicorn. What each step costs, and the ratio "
+        "that cost alone would give against the plain proxy on the same server:",
         "",
         "| what | instructions / request over its base | estimated requests/s ratio |",
         "|---|---|---|",
     ]
     shown = False
-    for what, key, base in rows:
-        if key in by_key and base in by_key:
+    for what, key, base, server_plain in rows:
+        if key in by_key and base in by_key and server_plain in by_key:
             extra = by_key[key] - by_key[base]
-            lines.append(f"| {what} ({key} - {base}) | {extra:,.0f} | {estimated_ratio(plain, plain + extra):.3f} |")
+            ratio = estimated_ratio(by_key[server_plain], by_key[server_plain] + extra)
+            lines.append(f"| {what} ({key} - {base}) | {extra:,.0f} | {ratio:.3f} |")
             shown = True
     return lines if shown else []
 
@@ -268,10 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     known = {spec.key: spec for spec in [*SYSTEMS, *COUNT_ONLY]}
     keys = [key.strip() for key in args.systems.split(",") if key.strip()]
-    unknown = [key for key in keys if key not in known or known[key].kind != "uvicorn" or known[key].auth
+    if args.granian:
+        keys += [key for key in GRANIAN_SYSTEMS if key not in keys]
+    unknown = [key for key in keys if key not in known or known[key].kind not in COUNTABLE or known[key].auth
                or known[key].redis]  # fmt: skip
     if unknown:
-        usable = sorted(k for k, s in known.items() if s.kind == "uvicorn" and not s.auth and not s.redis)
+        usable = sorted(k for k, s in known.items() if s.kind in COUNTABLE and not s.auth and not s.redis)
         log(f"not a system this script can count: {', '.join(unknown)}; use some of {', '.join(usable)}")
         return 2
     started = datetime.now()
