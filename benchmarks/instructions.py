@@ -90,6 +90,7 @@ DEFAULT_SYSTEMS = (
 TARGET = 0.9  # issue 6: the memory rate limit's requests/s against the plain proxy's
 KERNEL_SHARE = 1 / 3  # of the plain proxy's CPU time, spent in the kernel and not counted (see the docstring)
 PLAIN = "asgigate-plain"
+GRANIAN_PLAIN = "asgigate-plain-granian"
 COUNTABLE = ("uvicorn", "granian")  # servers this script counts (nginx runs in C and is not what is compared)
 REQUEST = b"GET /small HTTP/1.1\r\nHost: bench\r\nUser-Agent: wrk\r\n\r\n"
 _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
@@ -214,14 +215,15 @@ def render(counted: list[Counted], requests: tuple[int, int], connections: int, 
         "",
         f"Versions: {', '.join(f'{k} {v}' for k, v in versions().items())}",
         "",
-        f"| system | what | instructions / request | {PLAIN} / system |",
+        "| system | what | instructions / request | plain proxy on the same server / system |",
         "|---|---|---|---|",
     ]
     for c in counted:
         if c.per_request is None:
             lines.append(f"| {c.spec.key} | {c.spec.title} | failed: {c.error} | — |")
             continue
-        ratio = f"{plain / c.per_request:.3f}" if plain else "—"
+        base = by_key.get(GRANIAN_PLAIN) if c.spec.kind == "granian" else plain  # granian against granian
+        ratio = f"{base / c.per_request:.3f}" if base else "—"
         lines.append(f"| {c.spec.key} | {c.spec.title} | {c.per_request:,.0f} | {ratio} |")
     hello, hello_rl = by_key.get("hello"), by_key.get(HELLO_RL_HEADERS.key)
     limited, bare = by_key.get("asgigate-rl-memory"), by_key.get("asgigate-rl-memory-noheaders")
@@ -263,7 +265,7 @@ def bounds(by_key: dict[str, float]) -> list[str]:
         return []
     kernel = plain * KERNEL_SHARE / (1 - KERNEL_SHARE)
     budget = (plain + kernel) / TARGET - (plain + kernel)
-    granian = "asgigate-plain-granian"
+    granian = GRANIAN_PLAIN
     rows = [  # what, the system, what it is compared with, the plain proxy of its server
         ("the five headers, to uvicorn alone", "hello-rlheaders", "hello", PLAIN),
         ("the five headers as constants, by a policy's two hooks", CONSTANT_POLICY.key, PLAIN, PLAIN),

@@ -171,6 +171,20 @@ def test_the_instruction_counts_estimate_ratios_with_the_kernels_share_unchanged
     assert instructions.bounds({"asgigate-plain": 200_000.0}) == []  # nothing measured against it: no table
 
 
+def test_the_instruction_report_sets_granian_systems_against_granians_plain_proxy() -> None:
+    from datetime import datetime
+
+    instructions = _instructions_module()
+    specs = {spec.key: spec for spec in [*instructions.SYSTEMS, *instructions.COUNT_ONLY]}
+    counts = {"asgigate-plain": 250_000.0, "asgigate-plain-granian": 200_000.0, "minimal-rl-granian": 250_000.0}
+    counted = [instructions.Counted(specs[key], n) for key, n in counts.items()]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip(" |")
+            for line in instructions.render(counted, (3000, 9000), 50, datetime.now()).splitlines()
+            if line.startswith("| ") and " | " in line}
+    assert rows["asgigate-plain"] == rows["asgigate-plain-granian"] == "1.000"
+    assert rows["minimal-rl-granian"] == "0.800"  # 200,000 / 250,000, not 250,000 / 250,000
+
+
 SERVE = """
 import sys, urllib.request
 from pathlib import Path
