@@ -206,7 +206,7 @@ def render(counted: list[Counted], requests: tuple[int, int], connections: int, 
         f"# asgigate instructions per request, {started:%Y-%m-%d %H:%M}",
         "",
         "Callgrind, user space of the server process (uvicorn + uvloop + httptools, one worker; for the granian "
-        f"systems, all of granian's processes and threads); small GETs over "
+        "systems, all of granian's processes and threads); small GETs over "
         f"{connections} keep-alive connections; (instructions after {requests[1]:,} requests - after "
         f"{requests[0]:,}) / {requests[1] - requests[0]:,}. The kernel's share (about a third of the plain proxy's "
         f"CPU time) is not counted. See the docstring of benchmarks/instructions.py.",
@@ -251,10 +251,15 @@ def render(counted: list[Counted], requests: tuple[int, int], connections: int, 
     return "\n".join(lines) + "\n"
 
 
+def kernel_work(plain: float) -> float:
+    """The kernel's work for a request, in user-space instructions: KERNEL_SHARE of the plain proxy's CPU time."""
+    return plain * KERNEL_SHARE / (1 - KERNEL_SHARE)
+
+
 def estimated_ratio(plain: float, system: float) -> float:
-    """The requests/s ratio instructions predict if the kernel's work (KERNEL_SHARE of the plain proxy's CPU
-    time) is the same for both: (plain user + kernel) / (system user + kernel)."""
-    kernel = plain * KERNEL_SHARE / (1 - KERNEL_SHARE)
+    """The requests/s ratio instructions predict if the kernel's work is the same for both systems:
+    (plain user + kernel) / (system user + kernel)."""
+    kernel = kernel_work(plain)
     return (plain + kernel) / (system + kernel)
 
 
@@ -263,8 +268,8 @@ def bounds(by_key: dict[str, float]) -> list[str]:
     plain = by_key.get(PLAIN)
     if not plain:
         return []
-    kernel = plain * KERNEL_SHARE / (1 - KERNEL_SHARE)
-    budget = (plain + kernel) / TARGET - (plain + kernel)
+    total = plain + kernel_work(plain)
+    budget = total / TARGET - total
     granian = GRANIAN_PLAIN
     rows = [  # what, the system, what it is compared with, the plain proxy of its server
         ("the five headers, to uvicorn alone", "hello-rlheaders", "hello", PLAIN),
