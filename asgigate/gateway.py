@@ -31,7 +31,7 @@ from .accesslog import AccessLog
 from .errors import ConfigurationError, GatewayError, UpstreamError
 from .exchange import SCOPE_KEY, Exchange, is_trusted
 from .metrics import Metrics
-from .pipeline import PolicyLike, chain_for, check_order, compile_chain, format_chain
+from .pipeline import HookStage, PolicyLike, chain_for, check_order, compile_chain, format_chain
 from .policy import ASGIApp, Message, Policy, Receive, ResponseHead, Scope, Send
 from .replies import ErrorRendering, ErrorReplies, ErrorsLike, as_replies
 from .routing import Group, Route, RouteTable
@@ -370,7 +370,22 @@ class Gateway:
             else:
                 exchange.path = self._route_path(scope)
             route = self._table.match(exchange)  # type: ignore[union-attr]
-            await route.app(exchange, receive, edge_send)
+            stage = route.app
+            if stage.__class__ is HookStage:
+                # the chain's outermost hook policies, run here rather than in a coroutine of their own; an error
+                # raised by a hook is rendered below, through the response hooks of the policies before it
+                for i, hook in stage.request_hooks:
+                    exchange.response_hooks = stage.response_hooks[i]
+                    reply = await hook(exchange)
+                    if reply is not None:
+                        if exchange.reason is None:
+                            exchange.reason = "local_reply"
+                        await reply(scope, receive, edge_send)
+                        return
+                exchange.response_hooks = stage.response_hooks[-1]
+                await stage.inner(exchange, receive, edge_send)
+            else:
+                await stage(exchange, receive, edge_send)
         except Exception as exc:
             if exchange.response_started:
                 self._log_error(exchange, exc)

@@ -113,8 +113,8 @@ def compile_chain(entries: Sequence[ChainEntry], target: Target) -> Stage:
             if policy.uses_on_request() or policy.uses_on_response():
                 run.append(policy)  # its hooks run around its own wrapper
     if run:
-        # The outermost stage hands its response hooks to the gateway's own send wrapper (see HookStage).
-        stage = HookStage(list(reversed(run)), stage, outermost=True)
+        # The outermost stage: the gateway runs it itself (see HookStage).
+        stage = HookStage(list(reversed(run)), stage)
     return stage
 
 
@@ -168,18 +168,19 @@ def _hooked(exchange: Exchange, send: Send, hooks: Sequence[ResponseHook]) -> Se
 class HookStage:
     """A run of consecutive hook policies.
 
-    The outermost stage of a chain (nothing but the gateway around it) does not wrap `send`: it leaves the
-    response hooks that apply on `exchange.response_hooks`, and the gateway's send wrapper runs them on the
-    response start, one coroutine layer less per message on every request. Inner stages, inside an ASGI layer,
-    wrap `send` so that the layer sees the response as the hooks leave it.
+    Called, it runs the request hooks, then the inner stage with `send` wrapped, so that the response hooks of
+    the policies whose request phase ran see the response start (and an ASGI layer around it sees the response
+    as the hooks leave it). The outermost stage of a chain (nothing but the gateway around it) is not called:
+    `Gateway._handle` runs its request hooks in its own coroutine and hands the response hooks to its own send
+    wrapper on `exchange.response_hooks`, with the same order and error handling: no coroutine layer and no
+    send wrapper of the stage's own on any request.
     """
 
-    __slots__ = ("inner", "outermost", "policies", "request_hooks", "response_hooks")
+    __slots__ = ("inner", "policies", "request_hooks", "response_hooks")
 
-    def __init__(self, policies: list[Policy], inner: Stage, *, outermost: bool = False) -> None:
+    def __init__(self, policies: list[Policy], inner: Stage) -> None:
         self.policies = policies
         self.inner = inner
-        self.outermost = outermost
         self.request_hooks = [(i, p.on_request) for i, p in enumerate(policies) if p.uses_on_request()]
         # response_hooks[i]: the response hooks of policies[:i], in reverse (the ones whose request phase ran)
         self.response_hooks: list[list[ResponseHook]] = [
@@ -209,12 +210,7 @@ class HookStage:
 
     def _send(self, exchange: Exchange, send: Send, i: int) -> Send:
         hooks = self.response_hooks[i]
-        if not hooks:
-            return send
-        if self.outermost:
-            exchange.response_hooks = hooks
-            return send
-        return _hooked(exchange, send, hooks)
+        return _hooked(exchange, send, hooks) if hooks else send
 
     @staticmethod
     async def _error(exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
