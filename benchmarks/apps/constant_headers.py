@@ -13,19 +13,11 @@ by tests/test_benchmark_apps.py).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 from asgigate_plain import app as plain
 from edge import Edge
-from hello import RATELIMIT_HEADERS
+from hello import RATELIMIT_HEADERS, Message, Receive, Scope, Send
 
 from asgigate import Exchange, Policy, Proxy, ResponseHead, Route
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 class ConstantHeaders(Policy):
