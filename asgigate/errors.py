@@ -4,7 +4,8 @@
     ├── ClientError                     400 bad_request
     │   ├── BadRequest                  400 bad_request
     │   │   ├── InvalidPath             400 invalid_path
-    │   │   └── InvalidBody             400 invalid_body
+    │   │   ├── InvalidBody             400 invalid_body
+    │   │   └── InvalidRequest          400 invalid_request
     │   ├── Unauthorized                401 unauthorized
     │   │   └── InvalidToken            401 invalid_token
     │   │       └── ExpiredToken        401 expired_token
@@ -56,6 +57,7 @@ __all__ = [
     "InsufficientScope",
     "InvalidBody",
     "InvalidPath",
+    "InvalidRequest",
     "InvalidToken",
     "MethodNotAllowed",
     "NotAcceptable",
@@ -137,6 +139,30 @@ class InvalidBody(BadRequest):
 
     code = "invalid_body"
     title = "Invalid Request Body"
+
+
+class InvalidRequest(BadRequest):
+    """The request carries its credentials ambiguously: more than one where a policy verifies one (two
+    `Authorization` lines, a header token and a query token, a cookie twice). RFC 6750 3.1 `invalid_request`;
+    `challenge` is sent as `WWW-Authenticate` (``""`` sends none)."""
+
+    code = "invalid_request"
+    title = "Invalid Request"
+    default_challenge: ClassVar[str] = 'Bearer error="invalid_request"'
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        challenge: str | None = None,
+        headers: dict[str, str] | None = None,
+        internal: str | None = None,
+    ) -> None:
+        merged = dict(headers) if headers else {}
+        challenge = self.default_challenge if challenge is None else challenge
+        if challenge and "www-authenticate" not in {name.lower() for name in merged}:
+            merged["www-authenticate"] = challenge
+        super().__init__(detail, headers=merged, internal=internal)
 
 
 class Unauthorized(ClientError):

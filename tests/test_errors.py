@@ -38,6 +38,7 @@ CONTRACT: dict[str, tuple[str | None, int, str]] = {
     "BadRequest": ("ClientError", 400, "bad_request"),
     "InvalidPath": ("BadRequest", 400, "invalid_path"),
     "InvalidBody": ("BadRequest", 400, "invalid_body"),
+    "InvalidRequest": ("BadRequest", 400, "invalid_request"),
     "Unauthorized": ("ClientError", 401, "unauthorized"),
     "InvalidToken": ("Unauthorized", 401, "invalid_token"),
     "ExpiredToken": ("InvalidToken", 401, "expired_token"),
