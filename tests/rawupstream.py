@@ -8,7 +8,11 @@ import time
 
 
 class RawUpstream:
-    """Accepts connections; for each, reads the request head, sends `reply`, waits `hold` seconds, closes."""
+    """Accepts connections; for each, reads the request head, sends `reply`, waits `hold` seconds, closes.
+
+    `heads` keeps every request head received, byte for byte (`header_lines` splits the last one), so a test
+    sees exactly which header lines reached the upstream.
+    """
 
     def __init__(self, reply: bytes, hold: float = 0.0) -> None:
         self.reply = reply
@@ -19,6 +23,7 @@ class RawUpstream:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
+        self.heads: list[bytes] = []
         self._stop = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -46,6 +51,7 @@ class RawUpstream:
                     if not chunk:
                         return
                     data += chunk
+                self.heads.append(data.partition(b"\r\n\r\n")[0])
                 if self.reply:
                     conn.sendall(self.reply)
                 deadline = time.monotonic() + self.hold
@@ -53,6 +59,11 @@ class RawUpstream:
                     time.sleep(0.02)
             except OSError:
                 return
+
+    def header_lines(self) -> list[tuple[bytes, bytes]]:
+        """The last request's header lines as received: (name lowered, value), in order, repeats kept."""
+        lines = self.heads[-1].split(b"\r\n")[1:]
+        return [(name.strip().lower(), value.strip()) for name, _, value in (line.partition(b":") for line in lines)]
 
     def __enter__(self) -> RawUpstream:
         self._thread.start()

@@ -69,7 +69,8 @@ class ApiKeyAuth(Authenticator):
 
     The identity's `subject` is the consumer's name, `consumer` the `Consumer`, `claims` its metadata.
     `hide_credentials` (the default) removes the key from the request before it is forwarded, so upstreams and
-    their logs never see it. An unknown key is 401 with reason `invalid_api_key`.
+    their logs never see it. An unknown key is 401 with reason `invalid_api_key`; a request with more than one
+    key (the header twice, or the header and the query parameter) is 400 `invalid_request`.
     """
 
     def __init__(
@@ -88,6 +89,8 @@ class ApiKeyAuth(Authenticator):
         self.query = query
         self.hide_credentials = hide_credentials
         self.optional = optional
+        # Both places are read whichever has the key: a key in each (or one twice) is refused, not half-checked.
+        self._places = ([f"header:{self.header}"] if self.header else []) + ([f"query:{query}"] if query else [])
         self._by_hash: dict[str, Consumer] = {}
         for consumer in self.consumers:
             if not isinstance(consumer, Consumer):
@@ -102,9 +105,7 @@ class ApiKeyAuth(Authenticator):
         return f'ApiKey header="{self.header}"' if self.header else f'ApiKey query="{self.query}"'
 
     async def authenticate(self, exchange: Exchange) -> Identity | None:
-        key = exchange.headers.get(self.header) if self.header else None
-        if key is None and self.query is not None:
-            key = exchange.query_params.get(self.query)
+        key = self.credential(exchange, *self._places)
         if key is None:
             return None
         consumer = self._by_hash.get(hashlib.sha256(key.encode()).hexdigest())

@@ -2,18 +2,21 @@
 
 An authenticator's one extension point is `authenticate(exchange)`: return an `Identity` when the request
 carries valid credentials, `None` when it carries none of the kind the authenticator reads, and raise an
-`Unauthorized` error (usually `InvalidToken`) when it carries credentials that are not valid. The policy hook
+`Unauthorized` error (usually `InvalidToken`) when it carries credentials that are not valid. Credentials are
+read with `credential()` (or `read_token` for bearer tokens), which refuses a request that carries more than one
+(400 `InvalidRequest`), so that the credential checked is the only one forwarded. The policy hook
 then sets `exchange.identity` or refuses with 401 and the authenticator's `WWW-Authenticate` challenge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.cookies import _unquote
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigurationError, Unauthorized
+from ...errors import ConfigurationError, InvalidRequest, Unauthorized
 from ...policy import Policy
 
 if TYPE_CHECKING:
@@ -77,39 +80,103 @@ def token_sources(owner: str, token_from: str | Iterable[str]) -> tuple[tuple[st
     specs = (token_from,) if isinstance(token_from, str) else tuple(token_from)
     if not specs:
         raise ConfigurationError(f"{owner} token_from names no place to read the token from.")
-    parsed = []
+    parsed: dict[tuple[str, str], tuple[str, str, str]] = {}
     for spec in specs:
         kind, _, name = spec.partition(":")
         if kind not in TOKEN_SOURCES or (kind != "header" and not name):
             raise ConfigurationError(
                 f"{owner} token_from {spec!r} must be 'header', 'header:<name>', 'cookie:<name>' or 'query:<name>'."
             )
-        parsed.append((spec, kind, (name or "authorization").lower() if kind == "header" else name))
-    return tuple(parsed)
+        name = (name or "authorization").lower() if kind == "header" else name
+        parsed.setdefault((kind, name), (spec, kind, name))  # a place named twice is read (and counted) once
+    return tuple(parsed.values())
 
 
-def read_token(exchange: Exchange, sources: tuple[tuple[str, str, str], ...]) -> str | None:
-    """The bearer token a request carries, from the first place in `sources` that has one."""
+# --- one credential per request -------------------------------------------------------------------------------
+# A policy that checks one copy of a credential while the request carries another lets the unchecked one reach
+# the upstream, which may read the last copy, or join them (RFC 9110 5.3 joins repeated lines with commas,
+# though `Authorization` is not a list header). So every place a policy reads a credential from is read in
+# full, every copy counted, and a request with more than one is refused (RFC 6750 3.1 `invalid_request`).
+
+
+def presented(exchange: Exchange, kind: str, name: str) -> list[str]:
+    """Every value a request carries in one place: each `name` header line (`name` in lower case, as ASGI gives
+    header names), each `name` cookie across all `Cookie` lines (HTTP/2 sends one line per cookie), or each
+    `name` query parameter."""
+    if kind == "query":
+        return exchange.query_params.getlist(name) if exchange.scope.get("query_string") else []
+    cookie = kind == "cookie"
+    wanted = b"cookie" if cookie else name.encode("latin-1")
+    values: list[str] = []
+    for key, raw in exchange.scope["headers"]:
+        if key == wanted:
+            if cookie:
+                values += cookies_named(raw.decode("latin-1"), name)
+            else:
+                values.append(raw.decode("latin-1"))
+    return values
+
+
+def cookies_named(line: str, name: str) -> list[str]:
+    """The values of the cookies called `name` in one `Cookie` line, parsed as Starlette parses them."""
+    if name not in line:
+        return []
+    found = []
+    for chunk in line.split(";"):
+        key, equals, value = chunk.partition("=")
+        if equals and key.strip() == name:
+            found.append(_unquote(value.strip()))
+    return found
+
+
+def with_error(challenge: str, error: str) -> str:
+    """One challenge with an RFC 6750 `error` parameter: ``Bearer`` -> ``Bearer error="invalid_request"``."""
+    scheme, _, params = challenge.partition(" ")
+    return f'{scheme} {params + ", " if params else ""}error="{error}"'
+
+
+def ambiguous(what: str, places: str, challenge: str | None = None) -> InvalidRequest:
+    return InvalidRequest(f"The request carries more than one {what}.", challenge=challenge,
+                          internal=f"more than one {what} in {places}")
+
+
+def only_one(exchange: Exchange, places: Sequence[tuple[str, str]], what: str,
+             challenge: str | None = None) -> str | None:
+    """The one value the request carries in `places` ((kind, name) pairs, see `presented`), or None when it
+    carries none; a request with more than one is refused with 400 `invalid_request` (`challenge` sent as
+    `WWW-Authenticate`; the default is Bearer's, ``""`` sends none)."""
+    found: str | None = None
+    for kind, name in places:
+        for value in presented(exchange, kind, name):
+            if found is not None:
+                raise ambiguous(what, ", ".join(f"{k} {n}" for k, n in places), challenge)
+            found = value
+    return found
+
+
+def read_token(exchange: Exchange, sources: tuple[tuple[str, str, str], ...],
+               challenge: str | None = None) -> str | None:
+    """The bearer token a request carries in one of `sources`, or None. A request with a token in more than one
+    of them, or with a place repeated (two `Authorization` lines, whatever their schemes), is refused with 400
+    `invalid_request`: the token checked must be the only one that goes upstream."""
+    token: str | None = None
     for _, kind, name in sources:
+        values = presented(exchange, kind, name)
+        if not values:
+            continue
+        if len(values) > 1:
+            raise ambiguous("access token", f"{kind} {name}", challenge)
+        value = values[0]
         if kind == "header":
-            wanted = name.encode("latin-1")
-            value: str | None = None
-            for key, raw in exchange.scope["headers"]:  # the first one, as Headers.get gives, without building it
-                if key == wanted:
-                    value = raw.decode("latin-1")
-                    break
-            if value is None:
-                continue
             if name == "authorization":
-                scheme, _, credentials = value.partition(" ")
+                scheme, _, value = value.partition(" ")
                 if scheme.lower() != "bearer":
-                    continue
-                value = credentials
-            return value.strip()
-        found = exchange.request.cookies.get(name) if kind == "cookie" else exchange.query_params.get(name)
-        if found is not None:
-            return found
-    return None
+                    continue  # another scheme's credentials: not a bearer token, left for others to judge
+            value = value.strip()
+        if token is not None:
+            raise ambiguous("access token", ", ".join(spec for spec, _, _ in sources), challenge)
+        token = value
+    return token
 
 
 class Authenticator(Policy):
@@ -125,6 +192,15 @@ class Authenticator(Policy):
     def challenge(self) -> str:
         """The `WWW-Authenticate` value sent when credentials are missing."""
         return "Bearer"
+
+    def credential(self, exchange: Exchange, *places: str) -> str | None:
+        """The one credential the request carries in `places` (``"header:x-api-key"``, ``"query:api_key"``,
+        ``"cookie:sid"``), or None. A request with more than one (the header twice, a header and a query
+        parameter, the cookie twice) is refused with 400 `invalid_request`, the challenge with
+        ``error="invalid_request"``: the credential checked must be the only one that reaches the upstream."""
+        parsed = [(kind, name.lower() if kind == "header" else name)
+                  for kind, _, name in (place.partition(":") for place in places)]
+        return only_one(exchange, parsed, "credential", with_error(self.challenge, "invalid_request"))
 
     async def authenticate(self, exchange: Exchange) -> Identity | None:
         """The request's identity, None when it carries no credentials; raise Unauthorized for bad ones."""

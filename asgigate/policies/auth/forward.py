@@ -28,7 +28,7 @@ from ...exchange import Exchange
 from ...policy import ASGIApp, Message, Policy, Receive, Scope, Send
 from ...upstream import Upstream
 from ._scope import replace_headers
-from .base import Authenticator, Identity
+from .base import Authenticator, Identity, ambiguous, presented
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -45,8 +45,9 @@ class ForwardAuth(Policy):
 
     `upstream` is the decision service (an `Upstream` you keep on the gateway, so its client is pooled and
     closed at shutdown); `path` the URL path to call. `send` names the request headers it receives
-    (``authorization`` and ``cookie`` by default); `copy` the headers of its 2xx answer set on the upstream
-    request. `cache_ttl` (0: off) caches decisions; `fail_open` lets requests through when it cannot answer.
+    (``authorization`` and ``cookie`` by default; one of them sent twice is 400 `invalid_request`, except
+    ``cookie``, whose lines are joined); `copy` the headers of its 2xx answer set on the upstream request.
+    `cache_ttl` (0: off) caches decisions; `fail_open` lets requests through when it cannot answer.
     `body` (bytes, 0: off) forwards request bodies up to that size (larger ones get 413).
     """
 
@@ -108,7 +109,7 @@ class ForwardAuth(Policy):
         return None
 
     async def _decide(self, exchange: Exchange, body: bytes | None) -> None:
-        sent = {name: value for name in self.send if (value := exchange.headers.get(name)) is not None}
+        sent = self._sent(exchange)
         key = self._cache_key(exchange, sent, body) if self.cache_ttl > 0 else None
         cached = self._decisions.get(key) if key is not None else None
         if cached is not None and self._clock() < cached[1]:
@@ -132,6 +133,21 @@ class ForwardAuth(Policy):
             return
         raise UpstreamUnavailable("The request could not be authorized.", stage="forward_auth",
                                   upstream=self.upstream.name)
+
+    def _sent(self, exchange: Exchange) -> dict[str, str]:
+        """The `send` headers, each as one value: the service must judge every line the upstream will get."""
+        sent = {}
+        for name in self.send:
+            values = presented(exchange, "header", name)
+            if len(values) > 1:
+                if name != "cookie":
+                    # The service would judge one line and the upstream get both; the scheme is the service's
+                    # business, so no challenge is guessed.
+                    raise ambiguous(f"{name} header", f"header {name}", challenge="")
+                values = ["; ".join(values)]  # cookies may come one per line (HTTP/2): the service gets them all
+            if values:
+                sent[name] = values[0]
+        return sent
 
     async def _ask(self, exchange: Exchange, sent: dict[str, str], body: bytes | None) -> Decision:
         raw_path = exchange.scope.get("raw_path") or exchange.scope.get("path", "/").encode()

@@ -25,7 +25,7 @@ from joserfc.errors import JoseError
 
 from ...errors import ConfigurationError, ExpiredToken, InvalidToken
 from ._jwks import KEY_TYPES, KeyInput, RemoteKeys, StaticKeys
-from .base import Authenticator, Identity, read_token, scopes_of, token_sources
+from .base import Authenticator, Identity, read_token, scopes_of, token_sources, with_error
 
 if TYPE_CHECKING:
     from ...exchange import Exchange
@@ -50,9 +50,10 @@ class BearerAuth(Authenticator):
     ``jwks_uri=`` names the key set directly; ``keys=`` gives static keys (a JWKS dict, JWKs, PEM strings).
     `algorithms` is the explicit allowlist (never ``none``; HMAC only with static keys, never mixed with public
     key algorithms). `leeway` is the clock skew allowed on `exp`, `nbf` and `iat`, in seconds. `typ` requires a
-    header type (``"at+jwt"`` for RFC 9068 access tokens). `token_from` is where the token is read, in order:
+    header type (``"at+jwt"`` for RFC 9068 access tokens). `token_from` is where the token is read:
     ``"header"`` (``Authorization: Bearer``), ``"header:X-Token"``, ``"cookie:access_token"``,
-    ``"query:access_token"``. `max_token_bytes` refuses larger tokens before any parsing; `cache_size` bounds
+    ``"query:access_token"``; a request with a token in more than one of them, or one of them twice, is
+    refused with 400 `invalid_request`. `max_token_bytes` refuses larger tokens before any parsing; `cache_size` bounds
     the verified-token cache.
     """
 
@@ -129,8 +130,8 @@ class BearerAuth(Authenticator):
         return InvalidToken(challenge=challenge, internal=why)
 
     def token(self, exchange: Exchange) -> str | None:
-        """The token the request carries, from the first configured place that has one."""
-        return read_token(exchange, self._sources)
+        """The token the request carries in one of the configured places (400 `invalid_request` for more than one)."""
+        return read_token(exchange, self._sources, with_error(self.challenge, "invalid_request"))
 
     async def authenticate(self, exchange: Exchange) -> Identity | None:
         token = self.token(exchange)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,6 +34,7 @@ from ...errors import (
     BadRequest,
     ConfigurationError,
     Forbidden,
+    InvalidRequest,
     InvalidToken,
     Unauthorized,
     UpstreamUnavailable,
@@ -42,7 +45,7 @@ from ._oauth import AUTH_METHODS, authorization_url, require_authlib, token_requ
 from ._scope import replace_headers
 from ._session import CookieSessions, MemorySessions, Session, SessionCipher, SessionStore, SharedSessionStore
 from ._session_redis import RedisSessions
-from .base import Authenticator, Identity
+from .base import Authenticator, Identity, ambiguous, only_one, presented, with_error
 from .jwt import BearerAuth
 
 if TYPE_CHECKING:
@@ -59,6 +62,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 LOGIN_TTL = 600.0  # seconds a browser has to come back from the identity provider
 TOUCH_INTERVAL = 30.0  # last_seen is written back to the store (or the cookie) at most this often
 REFRESH_LOCK_TTL = 10.0  # seconds a replica may hold a session's refresh lock (RedisSessions)
+MAX_COPIES = 4  # copies of one session cookie name (or combinations of chunk copies) tried before refusing
 
 
 def _b64(data: bytes) -> str:
@@ -219,7 +223,10 @@ class OIDCLogin:
         if not isinstance(id_token, str):
             raise Unauthorized("The identity provider did not sign you in.", internal="no id_token in the answer")
         claims = await self._verify_id_token(id_token, pending["n"])
-        previous = await self._load(exchange)
+        try:
+            previous = await self._load(exchange)
+        except InvalidRequest:
+            previous = None  # the session cookies are there twice: no telling which session to end
         if previous is not None:
             await self.end(previous)  # a login always starts a new session (no session fixation)
         now = self._clock()
@@ -240,11 +247,14 @@ class OIDCLogin:
 
     async def logout(self, exchange: Exchange) -> Response:
         """End the session here, then at the IdP (RP-initiated logout) when it has an `end_session_endpoint`."""
-        site = exchange.headers.get("sec-fetch-site")
+        site = self._header(exchange, "sec-fetch-site")
         if (exchange.method != "GET" or site is not None) and site not in ("same-origin", "none") \
                 and not self.same_origin(exchange):
             raise Forbidden("Cross-site logout requests are refused.", internal="csrf: cross-site logout")
-        session = await self.session(exchange)
+        try:
+            session = await self.session(exchange)
+        except InvalidRequest:
+            session = None  # the session cookies are there twice: logging out still clears them
         if session is not None:
             await self.end(session)
         after = self.after_logout
@@ -424,8 +434,26 @@ class OIDCLogin:
         return max(1.0, min(self.idle_timeout + TOUCH_INTERVAL, remaining))
 
     def _open(self, exchange: Exchange, name: str) -> Any:
-        value = exchange.request.cookies.get(name)
-        return self._cipher.open(name, value) if value else None
+        """The value sealed in the cookie `name` (the login cookie), or None; see `_read_cookies` for copies."""
+        opened = [value for copy in self._copies(exchange, name)
+                  if copy and (value := self._cipher.open(name, copy)) is not None]
+        if len(opened) > 1:
+            raise self._ambiguous(name)
+        return opened[0] if opened else None
+
+    def _copies(self, exchange: Exchange, name: str) -> list[str]:
+        copies = presented(exchange, "cookie", name)
+        if len(copies) > MAX_COPIES:
+            raise self._ambiguous(name)
+        return copies
+
+    def _ambiguous(self, name: str) -> InvalidRequest:
+        return ambiguous("session", f"cookie {name}", with_error(self.challenge, "invalid_request"))
+
+    @staticmethod
+    def _header(exchange: Exchange, name: str) -> str | None:
+        """A header the CSRF check decides on: a request cannot carry it twice (browsers send each once)."""
+        return only_one(exchange, [("header", name)], f"{name} header", challenge="")
 
     # --- browser or API, CSRF ------------------------------------------------------------------------------
 
@@ -471,10 +499,10 @@ class OIDCLogin:
         ``Origin`` is compared to the gateway's origin and `trusted_origins`; without it, ``Sec-Fetch-Site:
         same-origin`` is accepted. A request with neither (no browser sends an unsafe one like that) is refused.
         """
-        origin = exchange.headers.get("origin")
+        origin = self._header(exchange, "origin")
         if origin is not None and origin != "null":
             return origin.rstrip("/") in self.trusted_origins or origin.rstrip("/") == self._origin(exchange)
-        return exchange.headers.get("sec-fetch-site") == "same-origin"
+        return self._header(exchange, "sec-fetch-site") == "same-origin"
 
     # --- the identity provider -----------------------------------------------------------------------------
 
@@ -580,20 +608,35 @@ class OIDCLogin:
 
     def _read_cookies(self, exchange: Exchange) -> Any:
         """The value sealed across the session cookies (``{name}`` holds ``count.part``), or None when any part
-        is missing, reordered or tampered with."""
-        first = exchange.request.cookies.get(self.cookie_name)
-        if not first:
-            return None
-        count, _, part = first.partition(".")
-        if not count.isdigit() or not 1 <= int(count) <= self._max_chunks:
-            return None
-        parts = [part]
-        for index in range(1, int(count)):
-            chunk = exchange.request.cookies.get(f"{self.cookie_name}.{index}")
-            if not chunk:
-                return None
-            parts.append(chunk)
-        return self._cipher.open(self.cookie_name, "".join(parts))
+        is missing, reordered or tampered with.
+
+        A browser can hold a cookie name twice (one for this host and one for a parent domain, after
+        `cookie_domain` changed; one tossed in by a sibling site) and send both. Copies that do not open are
+        no session (noise a sibling site could toss in to lock users out); copies of the one session are that
+        session (the most recently active copy is taken); copies of two sessions are refused with 400
+        `invalid_request`: neither may win by its position (a login CSRF by cookie tossing).
+        """
+        name = self.cookie_name
+        chunks: dict[int, list[str]] = {}
+        opened: list[Any] = []
+        for first in self._copies(exchange, name):
+            count, _, part = first.partition(".")
+            if not count.isdigit() or not 1 <= int(count) <= self._max_chunks:
+                continue
+            rest = [chunks.setdefault(i, self._copies(exchange, f"{name}.{i}")) for i in range(1, int(count))]
+            if math.prod(len(copies) for copies in rest) > MAX_COPIES:
+                raise self._ambiguous(name)
+            for combination in itertools.product(*rest):  # one combination, unless a chunk is there twice
+                value = self._cipher.open(name, part + "".join(combination))
+                if value is not None:
+                    opened.append(value)
+                    break
+        if len(opened) > 1:
+            ids = {value.get("id") if isinstance(value, dict) else None for value in opened}
+            if len(ids) > 1 or None in ids:
+                raise self._ambiguous(name)
+            return max(opened, key=lambda value: value.get("t") if isinstance(value.get("t"), int | float) else 0)
+        return opened[0] if opened else None
 
     @property
     def _max_chunks(self) -> int:
@@ -649,7 +692,8 @@ class SessionAuth(Authenticator):
     Without a session, page navigations are redirected to the login (and come back afterwards); other requests
     (``fetch``/XHR, ``Accept: application/json``, `X-Requested-With`, the login's `api_paths`) get 401.
     State-changing requests (not GET/HEAD/OPTIONS) must come from the site itself (`OIDCLogin.same_origin`),
-    else 403 ``forbidden`` (reason ``csrf``). The session cookies are not forwarded upstream.
+    else 403 ``forbidden`` (reason ``csrf``). The session cookies are not forwarded upstream; a request whose
+    cookies hold two different sessions is 400 ``invalid_request`` (see `OIDCLogin._read_cookies`).
     """
 
     def __init__(self, login: OIDCLogin, *, optional: bool = False, csrf: bool = True) -> None:
@@ -688,14 +732,17 @@ class SessionAuth(Authenticator):
         self.login.write_cookies(exchange, head.headers)
 
     def _strip_cookies(self, exchange: Exchange) -> None:
-        cookie = exchange.headers.get("cookie")
-        if cookie is None:
+        """Remove the gateway's cookies from every `Cookie` line (HTTP/2 sends one per cookie); the others go
+        upstream in one line, as RFC 9113 8.2.3 has them joined for HTTP/1.1."""
+        lines = exchange.headers.getlist("cookie")
+        if not lines:
             return
         prefix = self.login.cookie_name + "."
-        kept = [part for part in cookie.split(";")
-                if (name := part.strip().partition("=")[0]) not in self._cookies
+        kept = [stripped for line in lines for part in line.split(";")
+                if (stripped := part.strip())
+                and (name := stripped.partition("=")[0].strip()) not in self._cookies
                 and not (name.startswith(prefix) and name[len(prefix):].isdigit())]
-        add = [(b"cookie", ";".join(kept).strip().encode("latin-1"))] if kept else []
+        add = [(b"cookie", "; ".join(kept).encode("latin-1"))] if kept else []
         replace_headers(exchange, [b"cookie"], add)
 
     def __eq__(self, other: object) -> bool:
