@@ -185,6 +185,20 @@ def test_values_that_cannot_be_headers_are_left_out(client: httpx.Client) -> Non
     assert "x-user-id" not in headers and "x-evil" not in headers and "x-tenant" not in headers
 
 
+@pytest.mark.parametrize("tenant", [2**64, -(2**63) - 1, [1, 2**70], {"id": 2**100}, float("inf")],
+                         ids=["beyond-64-bits", "below-64-bits", "in-a-list", "in-an-object", "infinity"])
+def test_claims_json_cannot_carry_are_left_out(client: httpx.Client, tenant: Any) -> None:
+    """A signed token may carry any number: one that JSON (orjson) cannot write is left out, not a 500."""
+    headers = seen(client.get("/read", headers=bearer(tenant=tenant)))
+    assert "x-tenant" not in headers
+    assert headers["x-user-id"] == ["user-1"]
+
+
+def test_claims_json_can_carry_are_sent(client: httpx.Client) -> None:
+    headers = seen(client.get("/read", headers=bearer(tenant={"id": 2**64 - 1, "n": [-(2**63), 1.5, True]})))
+    assert headers["x-tenant"] == ['{"id":18446744073709551615,"n":[-9223372036854775808,1.5,true]}']
+
+
 # --- API keys and several authenticators -----------------------------------------------------------------------
 
 

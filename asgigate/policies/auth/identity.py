@@ -6,6 +6,7 @@ so a client cannot forge them; then the verified identity's values are added.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,17 +31,22 @@ Value = str | Callable[[Identity], Any]
 
 
 def _text(value: Any) -> str | None:
+    """The header text for a value, or None when it has none: what JSON (as orjson writes it) cannot hold, such
+    as an integer beyond 64 bits (a signed token may carry any number), infinity or too deep a nesting."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, bool | int | float):
-        return orjson.dumps(value).decode()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # orjson would write null: not the value
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value) if isinstance(value, set | frozenset) else value
         if all(isinstance(item, str) for item in items):
             return " ".join(items)
-    return orjson.dumps(value, default=str).decode()
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _extractor(spec: Value) -> Callable[[Identity], Any]:
