@@ -185,8 +185,15 @@ def test_values_that_cannot_be_headers_are_left_out(client: httpx.Client) -> Non
     assert "x-user-id" not in headers and "x-evil" not in headers and "x-tenant" not in headers
 
 
-@pytest.mark.parametrize("tenant", [2**64, -(2**63) - 1, [1, 2**70], {"id": 2**100}, float("inf")],
-                         ids=["beyond-64-bits", "below-64-bits", "in-a-list", "in-an-object", "infinity"])
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("tenant", [2**64, -(2**63) - 1, [1, 2**70], {"id": 2**100}, float("inf"), nested(300)],
+                         ids=["beyond-64-bits", "below-64-bits", "in-a-list", "in-an-object", "infinity", "too-deep"])
 def test_claims_json_cannot_carry_are_left_out(client: httpx.Client, tenant: Any) -> None:
     """A signed token may carry any number: one that JSON (orjson) cannot write is left out, not a 500."""
     headers = seen(client.get("/read", headers=bearer(tenant=tenant)))
