@@ -31,6 +31,7 @@ from .errors import (
     UpstreamError,
     UpstreamErrorResponse,
     UpstreamProtocolError,
+    UpstreamResponseTooLarge,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -208,6 +209,7 @@ __all__ = [
     "UpstreamErrorResponse",
     "UpstreamErrors",
     "UpstreamProtocolError",
+    "UpstreamResponseTooLarge",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "__version__",

@@ -23,7 +23,8 @@
     └── UpstreamError                   502 bad_gateway
         ├── BadGateway                  502 bad_gateway
         │   ├── UpstreamConnectError    502 upstream_connect_failed
-        │   └── UpstreamProtocolError   502 upstream_protocol_error
+        │   ├── UpstreamProtocolError   502 upstream_protocol_error
+        │   └── UpstreamResponseTooLarge 502 upstream_response_too_large
         ├── UpstreamErrorResponse       502 upstream_error_response
         ├── GrpcStatusError             502 grpc_status
         ├── UpstreamUnavailable         503 upstream_unavailable
@@ -72,6 +73,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamErrorResponse",
     "UpstreamProtocolError",
+    "UpstreamResponseTooLarge",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]
@@ -354,6 +356,13 @@ class UpstreamConnectError(BadGateway):
 
 class UpstreamProtocolError(BadGateway):
     code = "upstream_protocol_error"
+
+
+class UpstreamResponseTooLarge(BadGateway):
+    """A response is larger than the gateway will hold or pass on (a reply to an HTTP/1.0 client must be sent
+    whole, with its length: see `Gateway(http10_buffer_limit=...)`)."""
+
+    code = "upstream_response_too_large"
 
 
 class UpstreamErrorResponse(UpstreamError):

@@ -25,7 +25,9 @@ import orjson
 from starlette.middleware import Middleware
 from starlette.responses import Response
 
+from . import _http10
 from ._default_reply import default_reply
+from ._http10 import HTTP10
 from ._paths import encode, normalize
 from .accesslog import AccessLog
 from .errors import ConfigurationError, GatewayError, UpstreamError
@@ -104,6 +106,9 @@ class Gateway:
       (buffered, much cheaper per line).
     - `trusted_proxies`: addresses/networks whose X-Forwarded-* / Forwarded headers are believed.
     - `max_body_size`: default request body limit for proxied routes (None: no limit, bodies stream).
+    - `http10_buffer_limit`: a reply to an HTTP/1.0 request that has no Content-Length (a stream) is held back
+      up to this many bytes and sent with one, since such a client cannot read chunked framing; a larger one
+      is a 502 `upstream_response_too_large`.
     - `debug`: error replies for unexpected exceptions include the traceback. Never in production.
     - `errors`: how the gateway's own error replies look, for every route (a `Reply` template, a function
       `(exchange, error) -> Response`, or `ErrorReplies` per error/status); groups and routes refine it.
@@ -120,6 +125,7 @@ class Gateway:
         access_log: bool | AccessLog = True,
         trusted_proxies: Sequence[str] = (),
         max_body_size: int | None = None,
+        http10_buffer_limit: int = _http10.DEFAULT_LIMIT,
         debug: bool = False,
         errors: ErrorsLike | None = None,
         metrics: Metrics | None = None,
@@ -136,6 +142,9 @@ class Gateway:
         except ValueError as exc:
             raise ConfigurationError(f"trusted_proxies: {exc}") from None
         self.max_body_size = max_body_size
+        if http10_buffer_limit < 0:
+            raise ConfigurationError(f"http10_buffer_limit must be a number of bytes, got {http10_buffer_limit!r}.")
+        self.http10_buffer_limit = http10_buffer_limit
         self.debug = debug
         self.errors = errors
         self.metrics = metrics
@@ -363,6 +372,10 @@ class Gateway:
                 exchange.status = 403
             await send(message)
 
+        reply_send: Send = edge_send
+        if scope.get("http_version") in HTTP10:
+            # no chunked framing for this client: every reply with a body needs a Content-Length (see _http10)
+            reply_send = _http10.length_framed(edge_send, scope, self.http10_buffer_limit)
         try:
             raw_path = scope.get("raw_path")
             if raw_path is not None and not scope.get("root_path"):
@@ -380,17 +393,17 @@ class Gateway:
                     if reply is not None:
                         if exchange.reason is None:
                             exchange.reason = "local_reply"
-                        await reply(scope, receive, edge_send)
+                        await reply(scope, receive, reply_send)
                         return
                 exchange.response_hooks = stage.response_hooks[-1]
-                await stage.inner(exchange, receive, edge_send)
+                await stage.inner(exchange, receive, reply_send)
             else:
-                await stage(exchange, receive, edge_send)
+                await stage(exchange, receive, reply_send)
         except Exception as exc:
             if exchange.response_started:
                 self._log_error(exchange, exc)
                 raise  # the response is under way: abort the connection rather than truncate silently
-            await self.send_error(exchange, exc, receive, edge_send)
+            await self.send_error(exchange, exc, receive, reply_send)
         finally:
             if self.access_log:
                 self._log_access(exchange)

@@ -57,6 +57,7 @@ CONTRACT: dict[str, tuple[str | None, int, str]] = {
     "BadGateway": ("UpstreamError", 502, "bad_gateway"),
     "UpstreamConnectError": ("BadGateway", 502, "upstream_connect_failed"),
     "UpstreamProtocolError": ("BadGateway", 502, "upstream_protocol_error"),
+    "UpstreamResponseTooLarge": ("BadGateway", 502, "upstream_response_too_large"),
     "UpstreamErrorResponse": ("UpstreamError", 502, "upstream_error_response"),
     "GrpcStatusError": ("UpstreamError", 502, "grpc_status"),
     "UpstreamUnavailable": ("UpstreamError", 503, "upstream_unavailable"),
