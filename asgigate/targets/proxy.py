@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 import httpx
@@ -20,6 +20,7 @@ from .._paths import PathTemplate, encode
 from ..errors import BadRequest, ConfigurationError, InvalidBody, PayloadTooLarge, UpstreamTimeout
 from ..exchange import is_trusted
 from ..upstream import Upstream, as_timeout
+from ._locations import LocationRewrite, RewriteLocation, location_rewriter
 from .base import Target
 from .upstream_errors import UpstreamErrors
 
@@ -50,6 +51,9 @@ HOP_BY_HOP = frozenset(
 # Like nginx, the upstream's Date and Server give way to the ones the ASGI server in front writes, so a reply
 # never carries two of each.
 RESPONSE_HIDDEN = HOP_BY_HOP | {b"date", b"server"}
+LOCATIONS = frozenset({b"location", b"content-location"})
+# One membership test per response header finds both the headers to drop and the ones to rewrite.
+_RESPONSE_SPECIAL = RESPONSE_HIDDEN | LOCATIONS
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 SMALL_BODY = 64 * 1024
 # Connection header values that name no other header: nothing to strip beyond the hop-by-hop set.
@@ -112,6 +116,9 @@ class Proxy(Target):
       kept and extended only when the peer is one of the gateway's trusted proxies.
     - `upstream_errors`: an `UpstreamErrors` naming the upstream error statuses that the gateway replaces by its
       own error reply (their bodies are discarded); by default every upstream response is relayed as it is.
+    - `rewrite_location`: `Location` / `Content-Location` URLs on the upstream's own origin are rewritten to the
+      client-facing scheme, host and path (True, the default); False leaves them; a mapping of URL prefixes to
+      replacements, or a function ``(exchange, value) -> value``, rewrites them your way instead.
     """
 
     def __init__(
@@ -127,6 +134,7 @@ class Proxy(Target):
         x_forwarded: bool = True,
         forwarded: bool = True,
         upstream_errors: UpstreamErrors | None = None,
+        rewrite_location: RewriteLocation = True,
     ) -> None:
         if not isinstance(upstream, Upstream):
             raise ConfigurationError(f"Proxy needs an Upstream, got {upstream!r}.")
@@ -148,6 +156,13 @@ class Proxy(Target):
         if upstream_errors is not None and not isinstance(upstream_errors, UpstreamErrors):
             raise ConfigurationError(f"Proxy upstream_errors= takes an UpstreamErrors, got {upstream_errors!r}.")
         self.upstream_errors = upstream_errors
+        if not (isinstance(rewrite_location, (bool, Mapping)) or callable(rewrite_location)):
+            raise ConfigurationError(
+                "Proxy rewrite_location= takes True, False, a mapping of URL prefixes or a function, "
+                f"got {rewrite_location!r}."
+            )
+        self.rewrite_location = rewrite_location
+        self._rewrite: LocationRewrite | None = None
         self._template: PathTemplate | None = None
         self._gateway: Gateway | None = None
         self._host = upstream.authority.encode("latin-1")
@@ -170,6 +185,14 @@ class Proxy(Target):
             raise ConfigurationError(
                 f"Proxy strip_prefix={self.strip_prefix!r} is not a prefix of route path {route.path!r}."
             )
+        self._rewrite = location_rewriter(
+            self.rewrite_location,
+            upstream=self.upstream,
+            route=route,
+            strip_prefix=self.strip_prefix,
+            template=self._template,
+            preserve_host=self.preserve_host,
+        )
 
     def upstreams(self) -> list[Upstream]:
         return [self.upstream]
@@ -246,7 +269,7 @@ class Proxy(Target):
             if self.upstream_errors is not None:
                 await self.upstream_errors.check(response, self.upstream.name)  # raises to replace the reply
             start = {"type": "http.response.start", "status": response.status,
-                     "headers": _response_headers(response.headers)}
+                     "headers": _response_headers(response.headers, exchange, self._rewrite)}
             if response.complete:
                 # The whole response is here already (most small replies): one body message, no streaming.
                 body = await response.receive()
@@ -319,6 +342,8 @@ class Proxy(Target):
             extra = f", path={self.path!r}"
         elif self.strip_prefix:
             extra = f", strip_prefix={self.strip_prefix!r}"
+        if self.rewrite_location is not True:
+            extra += f", rewrite_location={self.rewrite_location!r}"
         return f"Proxy({self.upstream.name}{extra})"
 
 
@@ -375,14 +400,20 @@ def _forwarding_headers(
     return tuple(out)
 
 
-def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _response_headers(
+    headers: list[tuple[bytes, bytes]], exchange: Exchange, rewrite: LocationRewrite | None
+) -> list[tuple[bytes, bytes]]:
     connection: bytes | None = None
     out = []
     for name, value in headers:
-        if name in RESPONSE_HIDDEN:
-            if name == b"connection":
-                connection = value
-            continue
+        if name in _RESPONSE_SPECIAL:
+            if name in LOCATIONS:
+                if rewrite is not None:
+                    value = rewrite(exchange, value)
+            else:
+                if name == b"connection":
+                    connection = value
+                continue
         out.append((name, value))
     if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
         named = {token.strip().lower() for token in connection.split(b",")}
