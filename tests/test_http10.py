@@ -6,6 +6,7 @@ the same gateway under uvicorn (httptools and h11), hypercorn and granian, each 
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -145,6 +146,13 @@ def test_a_stream_over_the_bound_is_a_502_problem(served: int) -> None:
     assert problem["status"] == 502
 
 
+def test_a_streaming_response_of_a_mounted_app_over_the_bound_is_a_502_problem(served: int) -> None:
+    assert len(readable(http10(served, "/mounted/blocks?n=64"))) == 4 * MiB  # exactly the bound
+    reply = http10(served, "/mounted/blocks?n=65")
+    assert reply.status == 502
+    assert orjson.loads(readable(reply))["code"] == "upstream_response_too_large"
+
+
 def test_a_known_length_passes_unchanged(served: int) -> None:
     reply = http10(served, "/api/bytes?n=100000")
     assert readable(reply) == b"x" * 100000
@@ -221,12 +229,16 @@ def small(upstream: ThreadServer) -> Iterator[tuple[ThreadServer, Stamp]]:
         yield server, stamp
 
 
-def test_the_bound_is_a_gateway_setting(small: tuple[ThreadServer, Stamp]) -> None:
+def test_the_bound_is_a_gateway_setting(small: tuple[ThreadServer, Stamp], caplog: pytest.LogCaptureFixture) -> None:
     server, _ = small
     assert readable(http10(server.port, "/handler?n=10")) == b"0123456789" * 10
-    reply = http10(server.port, "/handler?n=11")
+    with caplog.at_level(logging.INFO):
+        reply = http10(server.port, "/handler?n=11")
     assert reply.status == 502
     assert orjson.loads(readable(reply))["code"] == "upstream_response_too_large"
+    # logged as what it is, one line without a traceback
+    assert [r.levelname for r in caplog.records if r.name == "asgigate"] == ["WARNING"]
+    assert not any(r.exc_info for r in caplog.records)
     # a reply with a known length is not held back, whatever its size
     assert readable(http10(server.port, "/direct")) == b"x" * 1000
 

@@ -34,7 +34,17 @@ async def events(request: Request) -> StreamingResponse:
     return StreamingResponse(parts(), media_type="text/event-stream")
 
 
-streaming = Starlette(routes=[StarletteRoute("/numbers", numbers), StarletteRoute("/events", events)])
+async def blocks(request: Request) -> StreamingResponse:
+    async def parts() -> AsyncIterator[bytes]:
+        for _ in range(int(request.query_params.get("n", "1"))):
+            yield b"b" * 65536
+
+    return StreamingResponse(parts(), media_type="application/octet-stream")
+
+
+streaming = Starlette(routes=[
+    StarletteRoute("/numbers", numbers), StarletteRoute("/events", events), StarletteRoute("/blocks", blocks),
+])
 
 
 class Http10Gateway(Gateway):
