@@ -271,3 +271,33 @@ def test_a_negative_bound_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigurationError, match="http10_buffer_limit"):
         Gateway(http10_buffer_limit=-1)
+
+
+def test_a_transcoded_grpc_server_stream_gets_a_content_length() -> None:
+    # the class, not only the proxy: a gateway-made stream (gRPC server streaming as NDJSON and SSE)
+    from asgigate import Group
+    from asgigate.grpc import GrpcService, MethodSettings
+
+    from grpcbackend import GrpcServer, compiled
+
+    library = "library.v1.LibraryService"
+
+    class Transcoding(Gateway):
+        def __init__(self, backend_url: str) -> None:
+            super().__init__()
+            self.backend_url = backend_url
+
+        def routes(self) -> list[Route | Group]:
+            descriptors = compiled().descriptor_set
+            return [
+                GrpcService.from_descriptor_set(descriptors, self.backend_url, services=[library]),
+                GrpcService.from_descriptor_set(descriptors, self.backend_url, services=[library], prefix="/sse",
+                                                name="sse",
+                                                methods={"StreamBooks": MethodSettings(stream_format="sse")}),
+            ]
+
+    with GrpcServer() as backend, ThreadServer(Transcoding(backend.url)) as server:
+        lines = readable(http10(server.port, "/v1/shelves/1/books:stream?count=3")).splitlines()
+        assert [orjson.loads(line)["name"] for line in lines] == [f"shelves/1/books/{i}" for i in range(3)]
+        events = readable(http10(server.port, "/sse/v1/shelves/1/books:stream?count=2"))
+        assert events.count(b"data: ") == 2
