@@ -407,13 +407,12 @@ def _response_headers(
     out = []
     for name, value in headers:
         if name in _RESPONSE_SPECIAL:
-            if name in LOCATIONS:
-                if rewrite is not None:
-                    value = rewrite(exchange, value)
-            else:
+            if name in RESPONSE_HIDDEN:
                 if name == b"connection":
                     connection = value
                 continue
+            if rewrite is not None:
+                value = rewrite(exchange, value)
         out.append((name, value))
     if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
         named = {token.strip().lower() for token in connection.split(b",")}
