@@ -8,7 +8,8 @@ what reaches the upstream:
 - duplicate slashes are merged (`//admin` is `/admin`), as nginx does by default;
 - dot segments are resolved, encoded ones too (`/a/%2e%2e/b` is `/b`); climbing above the root is a 400;
 - `%2F` stays data inside its segment. Inside the matching form it is carried as NUL (which a request can never
-  contain: `%00` is a 400), so `{name}` never spans it and `{rest:path}` gives it back as `/`;
+  contain: `%00` is a 400) followed by the escape's own letter (`F` or `f`), so `{name}` never spans it,
+  `{rest:path}` gives it back as `/`, and a gRPC `{name=**}` variable can give it back exactly as sent;
 - a segment that decodes to something an upstream could read as a traversal (`..%2F`, `..\\`, or `..;x`, which
   servlet containers read as `..`) is a 400;
 - the forwarded path is re-encoded from the decoded segments, one canonical encoding.
@@ -24,7 +25,9 @@ from urllib.parse import quote, unquote_to_bytes
 
 from .errors import ConfigurationError, InvalidPath
 
-SEP = "\x00"  # an encoded slash inside a segment, in the matching form
+SEP = "\x00"  # an encoded slash inside a segment, in the matching form: SEP + "F" or SEP + "f", as it was sent
+_SLASHES = re.compile("\x00[Ff]")
+_SLASH_ESCAPES = re.compile(rb"%2([Ff])")
 _PCHAR_SAFE = "!$&'()*+,;=:@~"
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _TRAVERSAL_PARTS = re.compile(r"[/\\]")
@@ -81,7 +84,14 @@ def _normalize_slow(raw_path: bytes) -> str:
         if "/" in text or "\\" in text or ";" in text:
             if any(part.split(";", 1)[0] in (".", "..") for part in _TRAVERSAL_PARTS.split(text)):
                 raise InvalidPath("The request path contains an encoded traversal.")
-            text = text.replace("/", SEP)
+            if "/" in text:
+                # Every "/" in a decoded segment was a %2F or a %2f (the malformed-percent check above means each
+                # "%" starts an escape), in the same order: mark each with the case it was sent in.
+                parts = text.split("/")
+                letters = _SLASH_ESCAPES.findall(raw_segment)
+                text = parts[0] + "".join(
+                    SEP + chr(letter[0]) + part for letter, part in zip(letters, parts[1:], strict=True)
+                )
         out.append(text)
     if not out:
         return "/"
@@ -92,11 +102,12 @@ def encode(path: str) -> str:
     """The canonical percent-encoding of a matching-form path (or path fragment)."""
     if _CANONICAL_PATH.fullmatch(path):
         return path
-    return "/".join(quote(part.replace(SEP, "/"), safe=_PCHAR_SAFE) for part in path.split("/"))
+    # one canonical encoding: an encoded slash goes upstream as %2F whichever case it came in
+    return "/".join(quote(_SLASHES.sub("/", part), safe=_PCHAR_SAFE) for part in path.split("/"))
 
 
 def decode_param(value: str) -> str:
-    return value.replace(SEP, "/")
+    return _SLASHES.sub("/", value) if SEP in value else value
 
 
 # --- path templates -------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -59,6 +61,38 @@ def test_percent_decoding_single_and_multi_segment() -> None:
     values = single.values(single.match(path) or {})
     assert values == {("id",): "a/b c", ("rest",): "x%2Fy/zA"}
     assert SEP not in "".join(values.values())
+
+
+@pytest.mark.parametrize(
+    ("raw", "single", "multi"),
+    [
+        (b"/v1/a%2fb/files/x%2fy", "a/b", "x%2fy"),
+        (b"/v1/a%2Fb/files/x%2Fy", "a/b", "x%2Fy"),
+        (b"/v1/a%2f%2Fb/files/x%2F%2fy/%2f/z%2F", "a//b", "x%2F%2fy/%2f/z%2F"),
+        (b"/v1/a/files/%2f%20%2F", "a", "%2f %2F"),
+    ],
+)
+def test_multi_segment_variables_keep_encoded_slashes_exactly_as_sent(raw: bytes, single: str, multi: str) -> None:
+    # http.proto: a multi-segment variable leaves "%2F" and "%2f" unchanged; a single-segment one decodes them
+    rule = parse_template("/v1/{id}/files/{rest=**}")
+    values = rule.values(rule.match(normalize(raw)) or {})
+    assert values == {("id",): single, ("rest",): multi}
+    shaped = parse_template("/v1/{name=shelves/*}")
+    assert shaped.values(shaped.match(normalize(b"/v1/shelves/a%2fb%2Fc")) or {}) == {("name",): "shelves/a%2fb%2Fc"}
+
+
+_TOKENS = st.sampled_from(["a", "Z", "%2f", "%2F", "%20", "%41", "%7e", "%252f", "%3A", "~", ":", "%25"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_TOKENS, min_size=1, max_size=6).map("".join), min_size=1, max_size=4))
+def test_fuzz_multi_segment_variables_decode_all_but_encoded_slashes(segments: list[str]) -> None:
+    raw = "/".join(segments)
+    rule = parse_template("/v1/{id}/{rest=**}")
+    values = rule.values(rule.match(normalize(b"/v1/x%2fy/" + raw.encode())) or {})
+    # every escape decoded except an encoded slash, which stays exactly as it was written
+    expected = re.sub("%(?!2[Ff])([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), raw)
+    assert values == {("id",): "x/y", ("rest",): expected}
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@
     Verb     = ":" LITERAL ;
 
 Templates match the gateway's normalized request path (see asgigate._paths), where an encoded slash inside a
-segment is carried as SEP: a single-segment variable gives it back fully decoded ("/"), a multi-segment one
-keeps it as "%2F", as the HttpRule documentation asks.
+segment is carried as SEP and the escape's letter: a single-segment variable gives it back fully decoded ("/"),
+a multi-segment one keeps it exactly as sent ("%2F" or "%2f"), as the HttpRule documentation asks.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._paths import SEP, PathTemplate
+from .._paths import SEP, PathTemplate, decode_param
 from ..errors import ConfigurationError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -57,7 +57,8 @@ class Template:
         out = {}
         for var in self.variables:
             value = raw[var.group]
-            out[var.field_path] = value.replace(SEP, "%2F") if var.multi else value.replace(SEP, "/")
+            # SEP + "F" / SEP + "f" (see asgigate._paths) is "%2F" / "%2f" again with SEP as "%2"
+            out[var.field_path] = value.replace(SEP, "%2") if var.multi else decode_param(value)
         return out
 
     def specificity(self) -> tuple[Any, ...]:
