@@ -43,7 +43,10 @@ through one renderer (see `asgigate.replies`); once a response has started, an e
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from .routing import Route
 
 __all__ = [
     "BadGateway",
@@ -235,11 +238,18 @@ class NotFound(ClientError):
     code = "no_route"
     title = "Not Found"
 
+    # Set by the route table on a miss under a path a route claims (see `Route.claims_404`): that route's
+    # `errors=` render the reply. None: the gateway's.
+    route: Route | None = None
+
 
 class MethodNotAllowed(ClientError):
     status_code = 405
     code = "method_not_allowed"
     title = "Method Not Allowed"
+
+    # Set by the route table when the route that has the path claims its 405s (see `Route.claims_405`).
+    route: Route | None = None
 
     def __init__(self, allow: list[str], detail: str | None = None) -> None:
         self.allow = sorted(set(allow))

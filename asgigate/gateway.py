@@ -30,7 +30,7 @@ from ._default_reply import default_reply
 from ._http10 import HTTP10
 from ._paths import encode, normalize
 from .accesslog import AccessLog
-from .errors import ConfigurationError, GatewayError, UpstreamError
+from .errors import ConfigurationError, GatewayError, MethodNotAllowed, NotFound, UpstreamError
 from .exchange import SCOPE_KEY, Exchange, is_trusted
 from .metrics import Metrics
 from .pipeline import HookStage, PolicyLike, chain_for, check_order, compile_chain, format_chain
@@ -270,6 +270,9 @@ class Gateway:
             lines.append(f"  edge: {getattr(mw.cls, '__name__', mw.cls)}")
         lines.append("")
         lines.extend(chain + "\n" for chain in self._chains)
+        claims = self._table.describe_claims() if self._table is not None else []
+        if claims:
+            lines.extend([*claims, ""])
         if self._upstreams:
             lines.append("upstreams: " + ", ".join(f"{u.name} = {u.url}" for u in self._upstreams))
         return "\n".join(lines).rstrip() + "\n"
@@ -474,7 +477,11 @@ class Gateway:
         if exchange.scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008 if error.status_code < 500 else 1011})
             return
-        rendering = self._route_errors.get(exchange.route) if exchange.route is not None else None
+        # a route table miss that a route claims (see Route.claims_404) is rendered as that route renders errors
+        route = exchange.route
+        if route is None and isinstance(error, (NotFound, MethodNotAllowed)):
+            route = error.route
+        rendering = self._route_errors.get(route) if route is not None else None
         if rendering is None:
             rendering = self._error_rendering or ErrorRendering([], self.render_error)  # not built (yet)
         response = await rendering.render(exchange, error)

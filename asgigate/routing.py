@@ -3,6 +3,11 @@
 A route is a path template plus predicates (methods, host, headers, query), a list of policies and a target.
 Groups add a prefix, predicates and policies to the routes inside them. Everything is flattened and checked
 once at build time; at request time the table only matches.
+
+The 404s and 405s of the table are the gateway's replies, rendered by its `errors=`, unless a route claims them
+(`Route.claims_405`, `Route.claims_404`): a target that serves a namespace in an error format of its own (a
+GrpcService answers in google.rpc.Status) sets those in `bind`, and the table then hands the miss to that
+route's `errors=` settings. No policy runs for a miss either way: no route was matched.
 """
 
 from __future__ import annotations
@@ -65,6 +70,12 @@ def _host_regex(host: str) -> re.Pattern[str]:
 
 class Route:
     """One route: `Route("/users/{id:int}", Proxy(users), methods=["GET"])`."""
+
+    # Misses of the route table this route renders with its own `errors=` settings (route, groups, gateway)
+    # rather than the gateway's alone: a 405 on its path (when it is the first route whose path and predicates
+    # matched), and a 404 under each of these full-path prefixes ("/" is every path). Set by targets in `bind`.
+    claims_405: bool = False
+    claims_404: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -228,6 +239,9 @@ class RouteTable:
             segment: tuple(r for r in self.routes if _first_segment(r.path) == segment or r in self._any)
             for segment in literal
         }
+        # (prefix, route) for every claimed 404 prefix, longest first; equally long ones keep the routes' order
+        claims = [(prefix, route) for route in self.routes for prefix in route.claims_404]
+        self._claims_404 = tuple(sorted(claims, key=lambda claim: -len(claim[0])))
 
     def candidates(self, path: str) -> tuple[Route, ...]:
         end = path.find("/", 1)
@@ -237,6 +251,7 @@ class RouteTable:
         path = exchange.path
         method = exchange.scope.get("method", "GET")
         allowed: set[str] = set()
+        has_path: Route | None = None  # the first route whose path and predicates matched
         for route in self.candidates(path):
             matched = route.template.match(path)
             if matched is None:
@@ -246,13 +261,38 @@ class RouteTable:
             methods = route.methods
             if methods is not None and method not in methods:
                 allowed |= methods
+                if has_path is None:
+                    has_path = route
                 continue
             exchange.route = route
             exchange.raw_params = matched
             return route
         if allowed:
-            raise MethodNotAllowed(sorted(allowed))
-        raise NotFound()
+            not_allowed = MethodNotAllowed(sorted(allowed))
+            if has_path is not None and has_path.claims_405:
+                not_allowed.route = has_path
+            raise not_allowed
+        not_found = NotFound()
+        if self._claims_404:
+            not_found.route = self._claimant(exchange, path)
+        raise not_found
+
+    def describe_claims(self) -> list[str]:
+        """One line per prefix whose 404s a route claims: the route that renders them (first claimant wins)."""
+        seen: dict[str, Route] = {}
+        for prefix, route in self._claims_404:
+            seen.setdefault(prefix, route)
+        return [
+            f"404 under {prefix}{f' host={route.host}' if route.host else ''}: rendered by the errors of route "
+            f"{route.name!r}" for prefix, route in sorted(seen.items())
+        ]
+
+    def _claimant(self, exchange: Exchange, path: str) -> Route | None:
+        for prefix, route in self._claims_404:
+            if prefix == "/" or (path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")):
+                if not route.has_extra or route.matches_extra(exchange):
+                    return route
+        return None
 
 
 def _first_segment(template: str) -> str:

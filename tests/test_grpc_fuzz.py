@@ -132,3 +132,23 @@ def test_fuzz_body_and_path_mapping_raises_only_client_errors(value: Any, shelf_
         UPDATE.message({("shelf", "id"): shelf_id}, [], json.dumps(value).encode(), "application/json")
     except ClientError:
         pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["a", "+", "%2B", "%20", "=", "&", "%", "%zz", "%C3%A9", "%ff", "\xe9", ";", "b"]),
+                max_size=12).map(lambda parts: "".join(parts).encode()), st.booleans())
+def test_fuzz_query_decoding(raw: bytes, plus_as_space: bool) -> None:
+    from urllib.parse import parse_qsl
+
+    from asgigate.grpc.target import _query
+
+    try:
+        pairs = _query(raw, plus_as_space)
+    except ClientError:
+        with pytest.raises(UnicodeDecodeError):
+            raw.decode("utf-8")  # only a query that is not UTF-8 is refused (after percent-decoding)
+            parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")
+        return
+    # with the option, exactly the HTML form rule; without, the same but "+" is a plus
+    form = raw if plus_as_space else raw.replace(b"+", b"%2B")
+    assert pairs == parse_qsl(form.decode("utf-8"), keep_blank_values=True, errors="strict")

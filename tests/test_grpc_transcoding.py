@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -137,6 +138,23 @@ def test_double_star_and_percent_decoding(client: httpx.Client) -> None:
     assert echoed(client.get("/v1/anything/else")) == {"path": "anything/else"}
 
 
+def test_encoded_slashes_are_kept_exactly_as_sent_in_multi_segment_variables(client: httpx.Client) -> None:
+    # http.proto: a multi-segment variable leaves "%2F" and "%2f" unchanged (and decodes everything else)
+    response = client.get("/v1/files/a%2fb/c%2Fd%20e")
+    assert response.request.url.raw_path == b"/v1/files/a%2fb/c%2Fd%20e"  # sent exactly so
+    assert echoed(response) == {"path": "a%2fb/c%2Fd e"}
+    assert echoed(client.get("/v1/x%2f%2Fy/z")) == {"path": "x%2f%2Fy/z"}
+    assert client.get("/v1/shelves/1/books/a%2fb").json()["name"] == "shelves/1/books/a%2fb"
+    # a single-segment variable is fully decoded, whichever case the escape had
+    assert echoed(client.request("REPORT", "/v1/report/x%2fy%2Fz")) == {"topic": "x/y/z"}
+
+
+def test_a_plus_in_a_query_value_is_a_plus(client: httpx.Client) -> None:
+    # http.proto maps query parameters by URL percent-decoding, where "+" is not a space (Envoy keeps it)
+    response = client.get("/v1/search?query=a+b%2Bc%20d&tags=x+y&tags=1+1%3D2")
+    assert echoed(response) == {"query": "a+b+c d", "tags": ["x+y", "1+1=2"]}
+
+
 def test_additional_binding(client: httpx.Client) -> None:
     response = client.get("/v1/books", params={"parent": "shelves/9", "pageSize": 1})
     assert response.json() == {"books": [{"name": "shelves/9/books/0"}]}
@@ -155,7 +173,8 @@ def test_query_parameters_of_every_kind(client: httpx.Client) -> None:
         ("available", "false"), ("token", base64.urlsafe_b64encode(b"\xfb\xff").decode()), ("ids", "1"),
         ("ids", "2"),
     ]
-    data = echoed(client.get("/v1/search", params=params))
+    # percent-encoded spaces: httpx's `params=` would send "+", which is a plus here (see the query plus tests)
+    data = echoed(client.get("/v1/search?" + urlencode(params, quote_via=quote)))
     assert data == {
         "query": "rust book", "tags": ["a", "b"], "genre": "HISTORY", "genres": ["FICTION", "HISTORY"],
         "max_id": "9007199254740993", "big": "18446744073709551615", "in_print": True, "score": 2.5,
@@ -232,14 +251,132 @@ def test_lenient_mode_ignores_unknown_fields_and_query(client: httpx.Client) -> 
     assert echoed(response) == {"query": "q"}
 
 
-def test_method_not_allowed(client: httpx.Client) -> None:
+def test_method_not_allowed_answers_in_the_status_format(client: httpx.Client) -> None:
+    # a known path without the method: 405 with Allow, in the service's error format (google.rpc.Status,
+    # code 12 UNIMPLEMENTED, as grpc-gateway answers), not the gateway's problem+json
     response = client.put("/v1/shelves/1")
-    assert response.status_code == 405
+    body = status_error(response, 405, 12)
     assert set(response.headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD", "PATCH"}
+    assert body["message"] == "Method Not Allowed"
+    assert body["details"][0]["reason"] == "method_not_allowed"
+    # "/v1/{path=**}" has every path under /v1 for GET
+    response = client.post("/v1/no/such/thing", json={})
+    status_error(response, 405, 12)
+    assert response.headers["allow"] == "GET, HEAD"
 
 
-def test_no_route(client: httpx.Client) -> None:
-    assert client.get("/v2/shelves").status_code == 404
+def test_method_not_allowed_follows_the_methods_own_error_format(client: httpx.Client) -> None:
+    # Search has error_format="gateway": the route that has the path decides
+    response = client.post("/v1/search")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_unknown_path_in_the_services_namespace_is_a_status_404(client: httpx.Client) -> None:
+    # the service owns the first segment of its templates ("/v1", and "/library.v1.LibraryService" of its
+    # default bindings): an unknown path there is its 404, google.rpc.Status code 5 NOT_FOUND
+    body = status_error(client.post(f"/{LIBRARY}/NoSuchMethod", json={}), 404, 5)
+    assert body["message"] == "Not Found"
+    assert body["details"][0]["reason"] == "no_route"
+    # "/lenient" is only an enclosing group's prefix: its service owns "/lenient/v1", not "/lenient"
+    response = client.get("/lenient/v2")
+    assert (response.status_code, response.headers["content-type"]) == (404, "application/problem+json")
+
+
+def test_unknown_path_elsewhere_is_the_gateways_404(client: httpx.Client) -> None:
+    for path in ("/v2/shelves", "/nothing", "/v1x"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "no_route"
+
+
+class Claims(Gateway):
+    """Services mounted in the ways that decide who answers a path no route matches."""
+
+    def __init__(self, backend_url: str) -> None:
+        super().__init__()
+        self.backend_url = backend_url
+
+    def routes(self) -> list[Route | Group]:
+        descriptors = compiled().descriptor_set
+        return [
+            Route("/healthz", lambda exchange: None, methods=["GET"]),
+            # its own prefix: everything under /form is the service's; and the HTML-form query rule
+            GrpcService.from_descriptor_set(descriptors, self.backend_url, services=[LIBRARY], prefix="/form",
+                                            query_plus_as_space=True, name="form"),
+            # an explicit choice, under an enclosing group: only /outer/api/v1
+            Group("/outer", [GrpcService.from_descriptor_set(
+                descriptors, self.backend_url, services=[LIBRARY], prefix="/api", not_found_under=["/v1"],
+                name="nested")]),
+            # "/" is everything under where the service is mounted
+            Group("/whole", [GrpcService.from_descriptor_set(
+                descriptors, self.backend_url, services=[LIBRARY], not_found_under=["/"], name="whole")]),
+            # nothing: the gateway's 404 everywhere (405s stay the service's)
+            GrpcService.from_descriptor_set(descriptors, self.backend_url, services=[LIBRARY], prefix="/none",
+                                            not_found_under=(), name="none"),
+            # only for the service's host
+            GrpcService.from_descriptor_set(descriptors, self.backend_url, services=[LIBRARY], prefix="/hosted",
+                                            host="api.test", name="hosted"),
+        ]
+
+
+@pytest.fixture(scope="module")
+def claims(backend: GrpcServer) -> Iterator[httpx.Client]:
+    with ThreadServer(Claims(backend.url)) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            yield http
+
+
+def test_query_plus_as_space_is_the_html_form_rule(claims: httpx.Client) -> None:
+    response = claims.get("/form/v1/search?query=a+b%2Bc%20d&tags=x+y&tags=1+1%3D2")
+    assert echoed(response) == {"query": "a b+c d", "tags": ["x y", "1 1=2"]}
+
+
+@pytest.mark.parametrize(
+    ("path", "host", "answer"),
+    [
+        ("/form/nothing", None, "service"),
+        ("/form", None, "service"),
+        ("/outer/api/v1", None, "service"),  # (every path below it has GET /v1/{path=**}: a 405 there)
+        ("/outer/api/v2", None, "gateway"),
+        ("/outer/nothing", None, "gateway"),
+        ("/whole/anything/at/all", None, "service"),
+        ("/whole", None, "service"),
+        ("/wholesale", None, "gateway"),
+        ("/none/nothing", None, "gateway"),
+        ("/hosted/nothing", "api.test", "service"),
+        ("/hosted/nothing", "other.test", "gateway"),
+        ("/elsewhere", None, "gateway"),
+    ],
+)
+def test_who_answers_a_path_no_route_matches(claims: httpx.Client, path: str, host: str | None,
+                                             answer: str) -> None:
+    response = claims.post(path, json={}, headers={"host": host} if host else {})
+    if answer == "service":
+        body = status_error(response, 404, 5)
+        assert body["details"][0]["reason"] == "no_route"
+    else:
+        assert response.status_code == 404, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "no_route"
+
+
+def test_405_is_the_services_whatever_not_found_under_says(claims: httpx.Client) -> None:
+    for path in ("/none/v1/shelves/1", "/outer/api/v1/shelves/1", "/form/v1/shelves/1"):
+        status_error(claims.put(path), 405, 12)
+
+
+def test_not_found_under_is_checked() -> None:
+    from asgigate import ConfigurationError
+
+    descriptors = compiled().descriptor_set
+    for bad in ("/v1", ["v1"], ["/v1/{x}"], ["/v1/*"]):
+        with pytest.raises(ConfigurationError, match="not_found_under"):
+            GrpcService.from_descriptor_set(descriptors, "grpc://127.0.0.1:1", services=[LIBRARY],
+                                            not_found_under=bad)
 
 
 # --- backend status -----------------------------------------------------------------------------------------
@@ -369,6 +506,12 @@ def test_describe_lists_the_real_templates(backend: GrpcServer) -> None:
     assert "GET /v1/{name=shelves/*/books/*}  [library.v1.LibraryService.GetBook]" in text
     assert "REPORT /v1/report/{topic}" in text
     assert "-> GrpcMethod(library.v1.LibraryService.GetBook, 127.0.0.1:" in text
+    # who answers the 404s of which paths
+    assert "404 under /v1: rendered by the errors of route 'library.v1.LibraryService." in text
+    assert "404 under /lenient/v1: rendered by the errors of route 'lenient:library.v1.LibraryService." in text
+    text = Claims(backend.url).describe()
+    assert "404 under /hosted host=api.test: rendered by" in text
+    assert "404 under /none" not in text
 
 
 # --- the upstream being down ---------------------------------------------------------------------------------

@@ -411,3 +411,42 @@ def test_segment_index_keeps_declaration_order() -> None:
     assert table.candidates("/orders/a") == (wild_first, catch_all)
     assert table.candidates("/") == (wild_first, catch_all)
     assert table.candidates("/users") == (literal_other, wild_first, literal, catch_all)
+
+
+class Namespaced(Direct):
+    """A target that answers the route table's misses in its own paths (the seam GrpcService uses)."""
+
+    def bind(self, route: Route, gateway: Gateway) -> None:
+        super().bind(route, gateway)
+        route.claims_405 = True
+        route.claims_404 = ("/ns",)
+
+
+def test_a_route_can_claim_the_tables_misses_for_its_paths() -> None:
+    from asgigate import Reply
+
+    own = Reply(json={"own": "{code}"})
+
+    class Claiming(Gateway):
+        def routes(self) -> list[Route | Group]:
+            return [
+                Route("/plain", Direct(text="x"), methods=["GET"], errors=own),  # claims nothing
+                Group("/ns", [Route("/item", Namespaced(text="x"), methods=["GET"])], errors=own),
+                Route("/ns/open", Direct(text="open")),
+            ]
+
+    with ThreadServer(Claiming(access_log=False)) as running:
+        # a 405 on the claiming route's path and a 404 under its prefix: the route's own errors= (its group's here)
+        response = httpx.post(running.url + "/ns/item")
+        assert (response.status_code, response.json(), response.headers["allow"]) == (
+            405, {"own": "method_not_allowed"}, "GET, HEAD")
+        for path in ("/ns/nothing", "/ns"):
+            response = httpx.get(running.url + path)
+            assert (response.status_code, response.json()) == (404, {"own": "no_route"})
+        assert httpx.get(running.url + "/ns/open").text == "open"  # other routes there are unaffected
+        # an ordinary route's errors= are for what happens in its chain: the table's misses are the gateway's
+        response = httpx.post(running.url + "/plain")
+        assert (response.status_code, response.headers["content-type"]) == (405, "application/problem+json")
+        for path in ("/nsx", "/elsewhere"):
+            response = httpx.get(running.url + path)
+            assert (response.status_code, response.headers["content-type"]) == (404, "application/problem+json")

@@ -4,11 +4,12 @@
 
 is a Group holding one Route per binding (a method's HttpRule and each of its additional_bindings), each ending
 in a `GrpcMethod` target. Being ordinary routes, they get the gateway's, the group's and their own policies,
-404/405 from the route table and `describe()`. The routes are ordered by specificity (a literal segment beats a
-variable, which beats `**`; a template with a verb beats one without), so declaration order in the .proto does
-not matter. A Route can only hold a plain path, so each route is created with a stand-in path, and
-`GrpcMethod.bind` puts the real HttpRule template (behind whatever prefix the route ended up with) in its place
-once the gateway has flattened the groups.
+404/405 from the route table and `describe()`; each route claims the table's 405 for its path and the 404 under
+the paths the service owns (`not_found_under`), so that those answer in the service's error format. The routes
+are ordered by specificity (a literal segment beats a variable, which beats `**`; a template with a verb beats
+one without), so declaration order in the .proto does not matter. A Route can only hold a plain path, so each
+route is created with a stand-in path, and `GrpcMethod.bind` puts the real HttpRule template (behind whatever
+prefix the route ended up with) in its place once the gateway has flattened the groups.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 import grpc
 import grpc.aio
@@ -40,7 +41,7 @@ from ..targets.base import Target
 from ..upstream import Upstream
 from .channels import GrpcUpstream
 from .descriptors import Descriptors, Method
-from .httprule import Binding, RuleTemplate, bindings_from_rule, coarse_path, parse_template
+from .httprule import LITERAL, Binding, RuleTemplate, Template, bindings_from_rule, coarse_path, parse_template
 from .mapping import JsonOptions, RequestMapper, ResponseMapper
 from .status import STATUS_DETAILS_KEY, decode_details, http_status, status_body, status_reply
 from .streaming import FORMATS, Framing, StreamFormat, body_chunks, json_lines, read_body
@@ -92,6 +93,7 @@ class _Settings:
     forward_headers: frozenset[str]
     max_body_size: int | None
     errors: ErrorsLike | None
+    query_plus_as_space: bool = False
     policies: tuple[PolicyLike, ...] = ()
     skip: frozenset[type] = field(default_factory=frozenset)
 
@@ -111,6 +113,7 @@ class GrpcMethod(Target):
         self.coarse = coarse_path(binding.template)
         self.framing = Framing(settings.stream_format)
         self.route_path: str | None = None
+        self.not_found_under: tuple[str, ...] = ()  # relative to the mount point; set by the GrpcService
         self._registry = registry
         self._callables: dict[Any, Any] = {}
         if method.client_streaming and binding.body not in ("*",) and not self.request_mapper.raw_body:
@@ -125,6 +128,9 @@ class GrpcMethod(Target):
         if "{" in prefix:
             raise ConfigurationError(f"{self!r}: a GrpcService cannot be mounted under a prefix with parameters.")
         route.template = RuleTemplate(prefix, self.binding.template)
+        # the route table's misses in this service's paths answer in its error format, not the gateway's
+        route.claims_405 = True
+        route.claims_404 = tuple(prefix + under if under != "/" else prefix or "/" for under in self.not_found_under)
         full = prefix + self.binding.template.source
         first = full[1:].split("/", 1)[0]
         if "{" in first or "*" not in first:
@@ -161,7 +167,7 @@ class GrpcMethod(Target):
         exchange.upstream = self.upstream.name
         metadata, timeout = self._metadata(exchange)
         path = self.binding.template.values(dict(exchange.raw_params))
-        query = _query(exchange)
+        query = _query(exchange.scope.get("query_string", b""), self.settings.query_plus_as_space)
         content_type = exchange.headers.get("content-type") if self.binding.body else None
         method = self.method
         started = time.perf_counter()
@@ -380,14 +386,25 @@ async def _cancel_on_disconnect(receive: Receive, call: Any) -> None:
             return
 
 
-def _query(exchange: Exchange) -> list[tuple[str, str]]:
-    raw = exchange.scope.get("query_string", b"")
+def _query(raw: bytes, plus_as_space: bool) -> list[tuple[str, str]]:
+    """The query parameters, percent-decoded as UTF-8.
+
+    http.proto maps query parameters by URL percent-decoding, where "+" is a plus (as Envoy reads them); the HTML
+    form rule, "+" as a space, is what grpc-gateway (Go's url.ParseQuery) does, and is an option.
+    """
     if not raw:
         return []
+    if plus_as_space:
+        raw = raw.replace(b"+", b" ")  # before decoding, so that %2B stays a plus
+    out = []
     try:
-        return parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="strict")
-    except (UnicodeDecodeError, ValueError):
+        for part in raw.split(b"&"):
+            if part:
+                name, _, value = part.partition(b"=")
+                out.append((unquote_to_bytes(name).decode("utf-8"), unquote_to_bytes(value).decode("utf-8")))
+    except UnicodeDecodeError:
         raise BadRequest("The query string is not valid UTF-8.") from None
+    return out
 
 
 def _parse_timeout(value: str) -> float:
@@ -416,7 +433,10 @@ class GrpcService(Group):
     `json` sets proto3 JSON options, `timeout` a deadline (the client's Grpc-Timeout can only shorten it),
     `stream_format` how server streams are framed, `forward_headers` which request headers become metadata (on
     top of `Grpc-Metadata-*`), `error_format` "grpc" (google.rpc.Status bodies) or "gateway" (the gateway's own
-    error replies), `methods` per-method settings by method name or full name. Routes are named after their
+    error replies), `query_plus_as_space` the HTML form rule for "+" in the query (a literal plus by default, as
+    http.proto and Envoy read it), `not_found_under` the paths below the mount point whose unknown paths get the
+    service's 404 (by default its prefix if it has one, else the first literal segment of each template),
+    `methods` per-method settings by method name or full name. Routes are named after their
     method (`package.Service.Method`, `#n` for the n-th additional binding), prefixed with `name:` when a name
     is given (needed to serve one method twice). The rest is as for `Group`.
     """
@@ -435,6 +455,8 @@ class GrpcService(Group):
         forward_headers: Iterable[str] = ("authorization",),
         max_body_size: int | None = 4 * 1024 * 1024,
         error_format: ErrorFormat = "grpc",
+        query_plus_as_space: bool = False,
+        not_found_under: Sequence[str] | None = None,
         methods: Mapping[str, MethodSettings] | None = None,
         policies: Sequence[PolicyLike] = (),
         skip: Iterable[type] = (),
@@ -449,7 +471,7 @@ class GrpcService(Group):
         if error_format not in ("grpc", "gateway"):
             raise ConfigurationError(f"error_format must be 'grpc' or 'gateway', not {error_format!r}.")
         base = _Settings(json or JsonOptions(), timeout, stream_format, error_format,
-                         frozenset(h.lower() for h in forward_headers), max_body_size, None)
+                         frozenset(h.lower() for h in forward_headers), max_body_size, None, query_plus_as_space)
         chosen = list(services) if services is not None else descriptors.service_names()
         if not chosen:
             raise ConfigurationError(f"{descriptors!r} has no services.")
@@ -457,6 +479,7 @@ class GrpcService(Group):
         self.methods: list[Method] = []
         self.bound: list[tuple[str, GrpcMethod]] = []  # (final route path, target), filled at build
         entries: list[tuple[tuple[Any, ...], Route]] = []
+        targets: list[GrpcMethod] = []
         for service in chosen:
             for method in descriptors.methods(service):
                 settings = _merge(base, overrides.pop(method.name, None), overrides.pop(method.full_name, None))
@@ -469,6 +492,7 @@ class GrpcService(Group):
                 self.methods.append(method)
                 for binding in bindings:
                     target = GrpcMethod(method, binding, self.upstream, descriptors, settings, self.bound)
+                    targets.append(target)
                     errors_setting = settings.errors
                     if errors_setting is None and settings.error_format == "grpc":
                         errors_setting = status_reply
@@ -485,6 +509,12 @@ class GrpcService(Group):
                     entries.append((binding.template.specificity(), route))
         if overrides:
             raise ConfigurationError(f"methods= names methods that are not served: {', '.join(sorted(overrides))}.")
+        claimed = _not_found_under(not_found_under, prefix, [target.binding.template for target in targets])
+        for target in targets:
+            # only routes in the service's own error format answer its 404s (one with its own `errors=` or
+            # error_format in MethodSettings speaks for that method alone), so which route answers does not matter
+            if target.settings.errors is None and target.settings.error_format == error_format:
+                target.not_found_under = claimed
         entries.sort(key=lambda item: item[0])  # stable: equally specific bindings keep their order
         self._check_duplicates([route for _, route in entries])
         super().__init__(prefix, [route for _, route in entries], host=host, policies=policies, skip=skip,
@@ -541,6 +571,27 @@ class GrpcService(Group):
 
     def __repr__(self) -> str:
         return f"GrpcService({self.name!r}, {len(self.routes)} routes, {self.upstream!r})"
+
+
+def _not_found_under(setting: Sequence[str] | None, prefix: str, templates: Sequence[Template]) -> tuple[str, ...]:
+    """Where a path that no route matches gets this service's 404, relative to where its routes are mounted.
+
+    By default: everything under the service's own prefix when it has one, else the first segment of each
+    template that starts with a literal one ("/v1"): the namespace of the API, without taking over the
+    gateway's 404 for every other path.
+    """
+    if setting is None:
+        if prefix:
+            return ("/",)
+        return tuple(sorted({"/" + t.segments[0][1] for t in templates if t.segments[0][0] == LITERAL}))
+    if isinstance(setting, str):
+        raise ConfigurationError(f"not_found_under takes a list of paths, not the string {setting!r}.")
+    out = []
+    for path in setting:
+        if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "{}*"):
+            raise ConfigurationError(f"not_found_under: {path!r} is not a literal path starting with '/'.")
+        out.append(path.rstrip("/") or "/")
+    return tuple(out)
 
 
 def _merge(base: _Settings, *items: MethodSettings | None) -> _Settings:
