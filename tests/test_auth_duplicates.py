@@ -111,6 +111,8 @@ class Guarded(Gateway):
             Route("/key", raw, policies=[ApiKeyAuth(consumers, query="api_key")]),
             Route("/key-shown", raw, policies=[ApiKeyAuth(consumers, query="api_key", hide_credentials=False)]),
             Route("/any", raw, policies=[AnyAuth(bearer, ApiKeyAuth(consumers))]),
+            Route("/any-introspected", raw, policies=[AnyAuth(bearer, IntrospectionAuth(
+                endpoint="http://127.0.0.1:9/introspect", client_id="gw", client_secret="s"))]),
             Route("/custom", raw, policies=[SharedSecret()]),
             Route("/session", raw, policies=[SessionAuth(self.login)]),
             Route("/relay", raw, policies=[SessionAuth(self.login), TokenRelay(self.login)]),
@@ -223,6 +225,27 @@ def test_any_auth_does_not_try_the_others_on_an_ambiguous_request(site: tuple[Gu
                                                                   raw: RawUpstream) -> None:
     refused(*send(site, raw, "/any", [("authorization", f"Bearer {FORGED}"), ("authorization", f"Bearer {VALID}"),
                                       ("x-api-key", KEY)]))
+
+
+def test_any_auth_refuses_a_credential_of_another_kind_next_to_the_accepted_one(site: tuple[Guarded, str],
+                                                                                raw: RawUpstream) -> None:
+    """The one AnyAuth accepted is checked; the other would reach the upstream unchecked."""
+    refused(*send(site, raw, "/any", [("authorization", f"Bearer {VALID}"), ("x-api-key", "forged")]),
+            'Bearer error="invalid_request"')
+    refused(*send(site, raw, "/any", [("authorization", f"Bearer {FORGED}"), ("x-api-key", KEY)]), API_KEY_CHALLENGE)
+    response, reached = send(site, raw, "/any", [("authorization", f"Bearer {VALID}")])
+    assert response.status_code == 200
+    assert lines(reached, "authorization") == [f"Bearer {VALID}"]
+    response, reached = send(site, raw, "/any", [("x-api-key", KEY)])
+    assert response.status_code == 200
+    assert lines(reached, "authorization") == [] and lines(reached, "x-api-key") == []
+
+
+def test_any_auth_over_one_place_is_one_credential(site: tuple[Guarded, str], raw: RawUpstream) -> None:
+    """BearerAuth and IntrospectionAuth both read Authorization: a JWT accepted by the first is not ambiguous."""
+    response, reached = send(site, raw, "/any-introspected", [("authorization", f"Bearer {VALID}")])
+    assert response.status_code == 200
+    assert lines(reached, "authorization") == [f"Bearer {VALID}"]
 
 
 # --- ApiKeyAuth --------------------------------------------------------------------------------------------------

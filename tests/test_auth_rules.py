@@ -235,11 +235,11 @@ def test_rotated_keys_and_unknown_keys(client: httpx.Client) -> None:
 
 
 def test_first_authenticator_that_succeeds_wins(client: httpx.Client) -> None:
-    # a broken token next to a good API key: the API key authenticates
-    both = {"authorization": "Bearer not-a-token", "x-api-key": MOBILE_KEY}
-    assert seen(client.get("/read", headers=both))["x-consumer"] == ["mobile-app"]
-    # a good token next to a bad key: the token wins (it is tried first)
-    assert seen(client.get("/read", headers={**bearer(), "x-api-key": "nope"}))["x-user-id"] == ["user-1"]
+    assert seen(client.get("/read", headers={"x-api-key": MOBILE_KEY}))["x-consumer"] == ["mobile-app"]
+    assert seen(client.get("/read", headers=bearer()))["x-user-id"] == ["user-1"]
+    # a credential of each kind, whichever is good, is ambiguous: the other one would go upstream unchecked
+    for both in ({"authorization": "Bearer not-a-token", "x-api-key": MOBILE_KEY}, {**bearer(), "x-api-key": "nope"}):
+        refused(client.get("/read", headers=both), 400, "invalid_request")
     # only a broken token: the token's own refusal
     response = client.get("/read", headers={"authorization": "Bearer not-a-token"})
     refused(response, 401, "invalid_token")

@@ -91,6 +91,7 @@ class ApiKeyAuth(Authenticator):
         self.optional = optional
         # Both places are read whichever has the key: a key in each (or one twice) is refused, not half-checked.
         self._places = ([f"header:{self.header}"] if self.header else []) + ([f"query:{query}"] if query else [])
+        self.places = tuple((kind, name) for kind, _, name in (place.partition(":") for place in self._places))
         self._by_hash: dict[str, Consumer] = {}
         for consumer in self.consumers:
             if not isinstance(consumer, Consumer):

@@ -187,6 +187,10 @@ class Authenticator(Policy):
     """
 
     optional: bool = False
+    # Where the authenticator reads credentials, as (kind, name) pairs (see `presented`): under `AnyAuth`, a
+    # credential in one of these places next to the one another authenticator accepted makes the request
+    # ambiguous. An authenticator that leaves it empty takes no part in that check.
+    places: tuple[tuple[str, str], ...] = ()
 
     @property
     def challenge(self) -> str:
@@ -220,7 +224,11 @@ class AnyAuth(Authenticator):
     """``AnyAuth(BearerAuth(...), ApiKeyAuth(...))``: the first authenticator that succeeds wins.
 
     Each is tried in order. When none succeeds, the first error of one that found (invalid) credentials is
-    raised; when none found credentials at all, the reply is 401 with every challenge.
+    raised; when none found credentials at all, the reply is 401 with every challenge. When one succeeds while the
+    request also carries a credential in another one's `places` (an API key next to an accepted bearer token, or a
+    refused token next to an accepted key), the request is refused with 400 `invalid_request`: the unchecked
+    credential would otherwise reach the upstream. Authenticators that read the same place (`BearerAuth` and
+    `IntrospectionAuth` on `Authorization`) share one credential, which is not ambiguous.
     """
 
     def __init__(self, *authenticators: Authenticator, optional: bool = False) -> None:
@@ -231,6 +239,7 @@ class AnyAuth(Authenticator):
                 raise ConfigurationError(f"AnyAuth takes authenticators, not {item!r}.")
         self.authenticators = tuple(authenticators)
         self.optional = optional
+        self.places = tuple(dict.fromkeys(place for item in authenticators for place in item.places))
 
     @property
     def challenge(self) -> str:
@@ -245,10 +254,22 @@ class AnyAuth(Authenticator):
                 refused = refused or error
                 continue
             if identity is not None:
+                self._alone(exchange, authenticator)
                 return identity
         if refused is not None:
             raise refused
         return None
+
+    def _alone(self, exchange: Exchange, accepted: Authenticator) -> None:
+        """Refuse a request that carries, besides the credential `accepted` checked, one for another authenticator."""
+        read = set(accepted.places)
+        for other in self.authenticators:
+            if other is accepted:
+                continue
+            for kind, name in other.places:
+                if (kind, name) not in read and presented(exchange, kind, name):
+                    raise ambiguous("kind of credential", f"{kind} {name}, besides what {accepted!r} accepted",
+                                    with_error(accepted.challenge, "invalid_request"))
 
     def __eq__(self, other: object) -> bool:
         return (

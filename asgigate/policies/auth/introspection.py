@@ -73,6 +73,7 @@ class IntrospectionAuth(Authenticator):
         self._client_secret = client_secret
         self.auth_method = auth_method
         self._sources = token_sources("IntrospectionAuth", token_from)
+        self.places = tuple((kind, name) for _, kind, name in self._sources)
         self.token_from = tuple(spec for spec, _, _ in self._sources)
         self.optional = optional
         self.cache_ttl = cache_ttl

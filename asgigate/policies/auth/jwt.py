@@ -105,6 +105,7 @@ class BearerAuth(Authenticator):
         self.require = tuple(require)
         self.typ = typ
         self._sources = token_sources("BearerAuth", token_from)
+        self.places = tuple((kind, name) for _, kind, name in self._sources)
         self.token_from = tuple(spec for spec, _, _ in self._sources)
         self.realm = realm
         self.optional = optional

@@ -701,6 +701,7 @@ class SessionAuth(Authenticator):
         self.optional = optional
         self.csrf = csrf
         self._cookies = (login.cookie_name, login.login_cookie)
+        self.places = (("cookie", login.cookie_name),)  # a session split in chunks starts with this one too
 
     @property
     def challenge(self) -> str:
