@@ -35,12 +35,13 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import envinfo
 from config import HOST, LOAD_CPUS, RESULTS_DIR, SMALL_BODY, WORK_DIR
-from envinfo import machine, versions
 from procs import Proc, set_affinity, wait_http
 from systems import DIRECT, SYSTEMS, SystemSpec, command, environment, start, with_free_ports
 
@@ -199,7 +200,15 @@ def count(spec: SystemSpec, upstream_port: int, requests: tuple[int, int], conne
     return Counted(spec, (totals[1] - totals[0]) / (requests[1] - requests[0]))
 
 
-def render(counted: list[Counted], requests: tuple[int, int], connections: int, started: datetime) -> str:
+def render(
+    counted: list[Counted],
+    requests: tuple[int, int],
+    connections: int,
+    started: datetime,
+    machine: Mapping[str, str],
+    versions: Mapping[str, str],
+) -> str:
+    """The markdown report; `machine` and `versions` (envinfo's) are data, so formatting needs none of the tools."""
     by_key = {c.spec.key: c.per_request for c in counted if c.per_request is not None}
     plain = by_key.get(PLAIN)
     lines = [
@@ -211,9 +220,9 @@ def render(counted: list[Counted], requests: tuple[int, int], connections: int, 
         f"{requests[0]:,}) / {requests[1] - requests[0]:,}. The kernel's share (about a third of the plain proxy's "
         f"CPU time) is not counted. See the docstring of benchmarks/instructions.py.",
         "",
-        f"Machine: {', '.join(f'{k} {v}' for k, v in machine().items())}",
+        f"Machine: {', '.join(f'{k} {v}' for k, v in machine.items())}",
         "",
-        f"Versions: {', '.join(f'{k} {v}' for k, v in versions().items())}",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in versions.items())}",
         "",
         "| system | what | instructions / request | plain proxy on the same server / system |",
         "|---|---|---|---|",
@@ -337,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  {result.per_request:,.0f} instructions / request" if result.per_request else f"  {result.error}")
     finally:
         upstream.stop()
-    text = render(counted, (n1, n2), args.connections, started)
+    text = render(counted, (n1, n2), args.connections, started, envinfo.machine(), envinfo.versions())
     print(text)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = args.results_dir / f"{started:%Y-%m-%d_%H%M}_instructions.md"
