@@ -11,10 +11,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,6 +22,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import uvicorn
+from test_ratelimit_redis_secure import _key_and_cert
 
 from asgigate._http1 import ConnectionPool, UpstreamResponse
 from asgigate._http1.connection import HIGH_WATER, Connection
@@ -955,33 +954,10 @@ async def test_write_timeout_when_upstream_stops_reading() -> None:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a test certificate")
+    """A self-signed certificate for upstream.test, made in Python (no openssl command on the machine needed)."""
     directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=upstream.test",
-            "-addext",
-            "subjectAltName=DNS:upstream.test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    _key_and_cert(directory, "upstream.test", None, ["upstream.test"])
+    return directory / "upstream.test.pem", directory / "upstream.test.key"
 
 
 async def test_tls_upstream(certificate: tuple[Path, Path]) -> None:
