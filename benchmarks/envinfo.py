@@ -14,8 +14,6 @@ from pathlib import Path
 from config import ASGIGATE_IMPORT, PYTHON, REPO_DIR, SUT_CPUS
 from systems import environment
 
-NOT_INSTALLED = "not installed"
-
 
 def _run(cmd: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -36,8 +34,6 @@ def machine() -> dict[str, str]:
 
 
 def git_sha() -> str:
-    if shutil.which("git") is None:
-        return "unknown (git not installed)"
     env = {**environment(), "GIT_OPTIONAL_LOCKS": "0"}  # read-only: never refresh the index
     head = subprocess.run(
         ["git", "-C", str(REPO_DIR), "rev-parse", "--short=12", "HEAD"],
@@ -68,13 +64,12 @@ def versions() -> dict[str, str]:
         "    except m.PackageNotFoundError: print(name, 'not installed')\n"
     )
     out = dict(line.split(" ", 1) for line in _run([PYTHON, "-c", code]).stdout.splitlines())
-    # a tool that is missing is reported as such: the report of a partial run (or of a test) still gets written
-    nginx = _run(["nginx", "-v"]).stderr.strip() if shutil.which("nginx") else NOT_INSTALLED
+    nginx = _run(["nginx", "-v"]).stderr.strip()
     out["nginx"] = nginx.split("/", 1)[-1] if "/" in nginx else nginx
-    wrk = _run(["wrk", "-v"]).stdout.splitlines() if shutil.which("wrk") else [NOT_INSTALLED]
+    wrk = _run(["wrk", "-v"]).stdout.splitlines()
     out["wrk"] = wrk[0].split(" [")[0].removeprefix("wrk ") if wrk else "?"
     redis = _run(["redis-server", "--version"]).stdout.split() if shutil.which("redis-server") else []
-    out["redis-server"] = next((w.removeprefix("v=") for w in redis if w.startswith("v=")), NOT_INSTALLED)
+    out["redis-server"] = next((w.removeprefix("v=") for w in redis if w.startswith("v=")), "not installed")
     out["asgigate git sha"] = git_sha()
     return out
 
