@@ -283,8 +283,8 @@ class Scan:
                     todo.append((self.scope_of[id(node)], scope))
                 elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "import" in node.value:
                     script = self._script(scope, node)
-                    if script is not None:
-                        todo.append((script.scopes[0], scope))
+                    if script is not None:  # all of it: what a script defines, it is there to run
+                        todo += [(inner, scope) for inner in script.scopes]
 
     def how_reached(self, found: Found) -> str:
         """How the suite gets to where a program is written: ``test_x (tests/test_x.py) -> render (...) -> ...``."""

@@ -8,13 +8,16 @@ starts.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from commandscan import Found, Scan
+from commandscan import ROOT, Found, Scan
 from devinstalls import BASE_SYSTEM, PACKAGE_PROGRAMS, debian_packages, installs_dev_extras, provided
 
 # Programs written in code the suite reaches, that it never starts: the scan follows calls, not conditions.
@@ -33,7 +36,8 @@ def scan() -> Scan:
 
 
 def _missing(found: set[Found], available: dict[str, str]) -> list[Found]:
-    missing = [f for f in found if f.program not in available and (f.file, f.function, f.program) not in NOT_STARTED]
+    missing = [f for f in found if f.program not in available and f.program != MADE_HERE and
+               (f.file, f.function, f.program) not in NOT_STARTED]  # fmt: skip
     return sorted(missing, key=lambda f: (f.program, f.file, f.line))
 
 
@@ -60,6 +64,7 @@ def test_the_scan_sees_the_suites_programs(scan: Scan) -> None:
 def test_every_exception_is_still_needed(scan: Scan) -> None:
     written = {(f.file, f.function, f.program) for f in scan.found}
     assert set(NOT_STARTED) <= written, "an entry of NOT_STARTED names code that no longer starts it: remove it"
+    assert MADE_HERE in {f.program for f in scan.found}  # the script of the run-time check's test, read as code
 
 
 def test_every_package_dev_installs_says_which_programs_the_suite_runs() -> None:
@@ -204,3 +209,39 @@ def test_the_dev_packages_are_those_of_the_test_command() -> None:
     assert packages == {"redis-server": "setup", "nodejs": "cmd_test", "npm": "cmd_test"}  # not cmd_demo's nginx
     assert provided(DEV)["redis-cli"] == "Debian package redis-server (./dev: setup)"
     assert "nginx" not in provided(DEV)
+
+
+# --- the run-time check of tests/conftest.py
+
+MADE_HERE = "made-by-test-dev-installs"  # a program the test below writes: there on every machine, not ./dev's
+GUARDED = """
+import os, subprocess, sys
+
+def test_starts_programs():
+    subprocess.run([sys.executable, "-c", "pass"], check=True)  # the venv's
+    subprocess.run(["redis-server", "--version"], check=True, capture_output=True)  # ./dev installs it
+    if os.environ.get("START_MADE_HERE"):
+        subprocess.run(["./made-by-test-dev-installs"], check=True)
+"""
+
+
+@pytest.mark.parametrize("start_it", [True, False])
+def test_a_run_that_starts_a_program_dev_does_not_install_fails(start_it: bool, tmp_path: Path) -> None:
+    """The test passes; the run fails, and says which test started which program."""
+    (tmp_path / "test_guarded.py").write_text(GUARDED)
+    made = tmp_path / MADE_HERE
+    made.write_text("#!/bin/sh\nexit 0\n")
+    made.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "START_MADE_HERE": "1" if start_it else ""}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", "test_guarded.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "1 passed" in result.stdout, result.stdout + result.stderr
+    if start_it:
+        assert result.returncode == 1, result.stdout
+        assert f"{MADE_HERE}: started by test_guarded.py::test_starts_programs" in result.stdout
+    else:
+        assert result.returncode == 0, result.stdout
+        assert "programs ./dev test does not install" not in result.stdout
