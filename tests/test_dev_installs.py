@@ -28,6 +28,7 @@ NOT_STARTED: dict[tuple[str, str, str], str] = {
         "asks it for granian systems only"
     ),
 }
+MADE_HERE = "made-by-test-dev-installs"  # a program the run-time check's test writes and starts: not ./dev's
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,7 @@ def test_the_scan_follows_helpers_runners_and_scripts(tmp_path: Path) -> None:
                 return [PYTHON, "-m", "granian"]
         """,
         "tests/servers.py": """
-            import shutil, subprocess
+            import asyncio, os, shutil, subprocess
             def _binary(name):
                 path = shutil.which(name)
                 assert path is not None
@@ -175,6 +176,11 @@ def test_the_scan_follows_helpers_runners_and_scripts(tmp_path: Path) -> None:
             SERVERS = {"uvicorn": lambda port: ["uvicorn", "--port", str(port)]}
             def serve(name):
                 return subprocess.run(SERVERS[name](0))
+            async def run_async(cmd):
+                return await asyncio.create_subprocess_exec(*cmd)
+            async def use():
+                await run_async(["hypercorn", "app:app"])
+                os.system("LC_ALL=C curl -s http://127.0.0.1:9")
         """,
         "tests/test_bench.py": '''
             import subprocess, sys
@@ -190,7 +196,7 @@ def test_the_scan_follows_helpers_runners_and_scripts(tmp_path: Path) -> None:
         ''',
     })
     assert programs == {"taskset": "Proc.__init__", "setarch": "command", "valgrind": "command", "node": "command",
-                        "memcached": "Store.__init__", "uvicorn": "<lambda>"}
+                        "memcached": "Store.__init__", "uvicorn": "<lambda>", "hypercorn": "use", "curl": "use"}
 
 
 def test_the_scan_reports_a_program_it_cannot_follow(tmp_path: Path) -> None:
@@ -213,7 +219,6 @@ def test_the_dev_packages_are_those_of_the_test_command() -> None:
 
 # --- the run-time check of tests/conftest.py
 
-MADE_HERE = "made-by-test-dev-installs"  # a program the test below writes: there on every machine, not ./dev's
 GUARDED = """
 import os, subprocess, sys
 
