@@ -114,10 +114,18 @@ def decode_param(value: str) -> str:
 
 Convertor = tuple[str, Callable[[str], Any]]
 
+# The longest number an `int` or `float` parameter matches (digits before and after the point). Every text the
+# patterns admit converts, and cheaply: Python refuses to convert integers of more than 4300 digits (640 at the
+# least, however it is set), and a float of more than 308 digits before the point would be infinite.
+MAX_DIGITS = 64
+# The longest segment that a template segment holding several parameters (`{name}.{ext}`) matches: which split
+# of a segment fits such a template is found by backtracking, whose cost grows with the square of its length.
+MAX_SHARED_SEGMENT = 256
+
 CONVERTORS: dict[str, Convertor] = {
     "str": (r"[^/]+", decode_param),
-    "int": (r"[0-9]+", int),
-    "float": (r"[0-9]+(?:\.[0-9]+)?", float),
+    "int": (rf"[0-9]{{1,{MAX_DIGITS}}}", int),
+    "float": (rf"[0-9]{{1,{MAX_DIGITS}}}(?:\.[0-9]{{1,{MAX_DIGITS}}})?", float),
     "uuid": (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", uuid.UUID),
     "path": (r".*", decode_param),
 }
@@ -126,7 +134,11 @@ _PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_][a-zA-Z0-9_]*))?}")
 
 
 class PathTemplate:
-    """`/users/{id:int}/files/{rest:path}`: literal text and typed parameters, compiled once."""
+    """`/users/{id:int}/files/{rest:path}`: literal text and typed parameters, compiled once.
+
+    Matching takes time linear in the path's length (see `_segment`); typed parameters admit only text that
+    converts (see `MAX_DIGITS`).
+    """
 
     __slots__ = ("catch_all", "converters", "names", "regex", "static", "template")
 
@@ -134,31 +146,13 @@ class PathTemplate:
         if not template.startswith("/"):
             raise ConfigurationError(f"Route path {template!r} must start with '/'.")
         self.template = template
-        pattern = "^"
-        cursor = 0
         self.names: list[str] = []
         self.converters: dict[str, Callable[[str], Any]] = {}
-        for match in _PARAM.finditer(template):
-            name, kind = match.group(1), match.group(2) or "str"
-            if kind not in CONVERTORS:
-                raise ConfigurationError(
-                    f"Unknown parameter type {kind!r} in route path {template!r}; "
-                    f"known types: {', '.join(sorted(CONVERTORS))}."
-                )
-            if name in self.converters:
-                raise ConfigurationError(f"Parameter {name!r} appears twice in route path {template!r}.")
-            literal = template[cursor : match.start()]
-            if "{" in literal or "}" in literal:
-                raise ConfigurationError(f"Malformed parameter in route path {template!r}.")
-            pattern += re.escape(literal) + f"(?P<{name}>{CONVERTORS[kind][0]})"
-            self.names.append(name)
-            self.converters[name] = CONVERTORS[kind][1]
-            cursor = match.end()
-        tail = template[cursor:]
-        if "{" in tail or "}" in tail:
-            raise ConfigurationError(f"Malformed parameter in route path {template!r}.")
-        pattern += re.escape(tail) + "$"
-        self.regex = re.compile(pattern, re.DOTALL)
+        segments = [self._segment(segment) for segment in template.split("/")[1:]]
+        if sum(1 for m in _PARAM.finditer(template) if m.group(2) == "path") > 1:
+            # which of them takes which slashes would be a guess, and a slow one to make
+            raise ConfigurationError(f"Route path {template!r} has more than one path parameter.")
+        self.regex = re.compile("^/" + "/".join(segments) + r"\Z", re.DOTALL)
         self.static = not self.names
         # "/prefix/{rest:path}", the usual proxy route, needs no regex: a prefix test and a slice.
         self.catch_all: tuple[str, str] | None = None
@@ -166,8 +160,48 @@ class PathTemplate:
         if only is not None and only.group(2) == "path":
             self.catch_all = (template[: template.find("{")], only.group(1))
 
+    def _segment(self, segment: str) -> str:
+        """The pattern of one template segment (the text between two slashes)."""
+        pattern = ""
+        cursor = 0
+        kinds = []
+        for match in _PARAM.finditer(segment):
+            name, kind = match.group(1), match.group(2) or "str"
+            if kind not in CONVERTORS:
+                raise ConfigurationError(
+                    f"Unknown parameter type {kind!r} in route path {self.template!r}; "
+                    f"known types: {', '.join(sorted(CONVERTORS))}."
+                )
+            if name in self.converters:
+                raise ConfigurationError(f"Parameter {name!r} appears twice in route path {self.template!r}.")
+            literal = segment[cursor : match.start()]
+            if "{" in literal or "}" in literal:
+                raise ConfigurationError(f"Malformed parameter in route path {self.template!r}.")
+            pattern += re.escape(literal) + f"(?P<{name}>{CONVERTORS[kind][0]})"
+            self.names.append(name)
+            self.converters[name] = CONVERTORS[kind][1]
+            kinds.append(kind)
+            cursor = match.end()
+        tail = segment[cursor:]
+        if "{" in tail or "}" in tail:
+            raise ConfigurationError(f"Malformed parameter in route path {self.template!r}.")
+        pattern += re.escape(tail)
+        if kinds.count("str") > 2:
+            raise ConfigurationError(
+                f"Route path {self.template!r} has more than two str parameters in one segment "
+                f"({segment!r}): which split of a path fits them would take too long to find."
+            )
+        if "path" in kinds:
+            return pattern  # spans segments: backtracking over where it ends is what it is for
+        if len(kinds) < 2:
+            return pattern  # one parameter: its length follows from the segment's, nothing to backtrack over
+        # Several splits of one segment can fit several parameters. An atomic group that must end where the
+        # segment ends keeps a later segment that failed from retrying every split; the length bound keeps the
+        # search for the one split that fits short.
+        return f"(?>(?=[^/]{{0,{MAX_SHARED_SEGMENT}}}(?:/|\\Z)){pattern}(?=/|\\Z))"
+
     def match(self, path: str) -> dict[str, str] | None:
-        """The parameters in matching form (see `convert`), or None. The regexes admit only convertible text."""
+        """The parameters in matching form (see `convert`), or None. The patterns admit only convertible text."""
         if self.static:
             return {} if path == self.template else None
         if self.catch_all is not None:

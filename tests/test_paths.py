@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asgigate import ConfigurationError, Exchange, Forbidden, Gateway, InvalidPath, Policy, Proxy, Route, Upstream
-from asgigate._paths import SEP, PathTemplate, encode, normalize
+from asgigate._paths import CONVERTORS, MAX_DIGITS, MAX_SHARED_SEGMENT, SEP, PathTemplate, encode, normalize
 from asgigate.responses import JSONResponse
 
 from servers import ThreadServer, raw_get
@@ -215,6 +217,81 @@ def test_template_static_and_expand() -> None:
     assert repr(template) == "PathTemplate('/v2/users/{id}/files/{rest:path}')"
 
 
+@pytest.mark.parametrize("kind", sorted(CONVERTORS))
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_every_value_a_typed_parameter_admits_converts(kind: str, data: st.DataObject) -> None:
+    # Conversion is lazy (on the first read of `exchange.params`), so a value the pattern admits but the
+    # converter refuses would be a 500 long after routing: the patterns admit convertible text only.
+    pattern, convert = CONVERTORS[kind]
+    text = data.draw(st.from_regex(re.compile(pattern, re.DOTALL), fullmatch=True))
+    value = convert(text)
+    if kind == "float":
+        assert math.isfinite(value)
+
+
+def test_typed_parameters_are_bounded() -> None:
+    template = PathTemplate("/n/{i:int}/{f:float}")
+    assert template.match(f"/n/{'9' * MAX_DIGITS}/{'9' * MAX_DIGITS}.{'5' * MAX_DIGITS}") is not None
+    assert template.match(f"/n/{'9' * (MAX_DIGITS + 1)}/1") is None
+    assert template.match(f"/n/1/{'9' * (MAX_DIGITS + 1)}") is None
+    assert template.match(f"/n/1/1.{'5' * (MAX_DIGITS + 1)}") is None
+    assert template.match("/n/" + "9" * 4301 + "/1") is None
+
+
+def test_a_trailing_newline_is_part_of_the_last_parameter() -> None:
+    # `$` would match before a final newline: "/users/5%0A" must not be user 5
+    assert PathTemplate("/users/{id:int}").match(normalize(b"/users/5%0A")) is None
+    assert PathTemplate("/users/{id}").match(normalize(b"/users/5%0A")) == {"id": "5\n"}
+    assert PathTemplate("/healthz/{x:path}").match("/healthz/\n") == {"x": "\n"}
+
+
+def _unbounded(template: str) -> re.Pattern[str]:
+    """The template as a plain backtracking regex, without the bounds: the reference for what matches."""
+    kinds = {"str": r"[^/]+", "int": r"[0-9]+", "float": r"[0-9]+(?:\.[0-9]+)?", "path": r".*"}
+    pattern, cursor = "", 0
+    for m in re.finditer(r"{(\w+)(?::(\w+))?}", template):
+        pattern += re.escape(template[cursor : m.start()]) + f"(?P<{m.group(1)}>{kinds[m.group(2) or 'str']})"
+        cursor = m.end()
+    return re.compile(pattern + re.escape(template[cursor:]) + r"\Z", re.DOTALL)
+
+
+SHARED = ["/f/{a}.{b}", "/f/{a}-{b}.json/{c}", "/{a}/{b:int}-{c}", "/x/{a:int}.{b:float}", "/p/{a}.{b}/{rest:path}",
+          "/{a}{b:int}/z", "/q/{rest:path}/{a}.{b}"]
+
+
+@pytest.mark.parametrize("template", SHARED)
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(path=st.text("/ab.-1fxpqz", max_size=16))
+def test_bounded_matching_splits_paths_as_plain_backtracking_does(template: str, path: str) -> None:
+    for prefix in ("", "/f", "/x", "/p", "/q"):
+        expected = _unbounded(template).match(prefix + "/" + path)
+        assert PathTemplate(template).match(prefix + "/" + path) == (expected.groupdict() if expected else None)
+
+
+@pytest.mark.parametrize(
+    ("template", "path"),
+    [
+        ("/files/{name}.{ext}", "/files/" + "." * 50_000 + "/"),  # 10 s and more with plain backtracking
+        ("/x/{a}-{b}.json", "/x/" + "-" * 50_000),
+        ("/x/{a}-{b}.json/{c}/{d}y", "/x/" + "-" * 250 + ".json/" + "a" * 50_000 + "/" + "b" * 50_000),
+        ("/a/{x}/{rest:path}/edit", "/a/b" + "/x" * 50_000),
+    ],
+)
+def test_matching_time_grows_linearly_with_the_path(template: str, path: str) -> None:
+    compiled = PathTemplate(template)
+    started = time.perf_counter()
+    assert compiled.match(path) is None
+    assert time.perf_counter() - started < 1.0  # milliseconds in fact; seconds to hours without the bounds
+
+
+def test_a_segment_with_several_parameters_matches_a_bounded_length() -> None:
+    template = PathTemplate("/files/{name}.{ext}")
+    assert template.match("/files/" + "a" * (MAX_SHARED_SEGMENT - 4) + ".txt") is not None
+    assert template.match("/files/" + "a" * (MAX_SHARED_SEGMENT - 3) + ".txt") is None
+    assert PathTemplate("/files/{name}").match("/files/" + "a" * 100_000) is not None
+
+
 @pytest.mark.parametrize(
     ("template", "message"),
     [
@@ -223,6 +300,8 @@ def test_template_static_and_expand() -> None:
         ("/users/{id}/{id}", "appears twice"),
         ("/users/{id", "Malformed"),
         ("/users/}x{/{id}", "Malformed"),
+        ("/d/{a}-{b}-{c}", "more than two str parameters in one segment"),
+        ("/d/{a:path}/x/{b:path}", "more than one path parameter"),
     ],
 )
 def test_template_configuration_errors(template: str, message: str) -> None:

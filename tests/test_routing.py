@@ -131,6 +131,20 @@ def test_typed_params(client: httpx.Client) -> None:
     assert routed(client.get("/n/caf%C3%A9"))["params"] == {"v": ["str", "caf\u00e9"]}
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["9" * 4301, "0" * 65 + "1", "1" * 65 + ".5", "1." + "5" * 65, "1" * 400 + ".0"],
+    ids=["past int()'s limit", "65 digits", "65 digits before the point", "65 after", "an infinite float"],
+)
+def test_a_number_too_long_for_its_type_is_not_that_type(client: httpx.Client, value: str) -> None:
+    # int and float match at most 64 digits (each side of the point): every value they admit converts, so a
+    # longer one is another route's (here the str route's), or a 404, never a 500 when the params are read
+    data = routed(client.get(f"/n/{value}"))
+    assert (data["route"], data["params"]) == ("str", {"v": ["str", value]})
+    response = client.get(f"/v1/orders/{value}")
+    assert (response.status_code, response.json()["code"]) == (404, "no_route")
+
+
 def test_path_param(client: httpx.Client) -> None:
     data = routed(client.get("/files/a/b/c.txt"))
     assert data["route"] == "files"
