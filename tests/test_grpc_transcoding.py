@@ -221,6 +221,9 @@ def test_delete_returns_empty_object(client: httpx.Client) -> None:
         ("GET", "/v1/shelves/abc", {}),  # bad path value for an int64
         ("GET", "/v1/search?genre=POETRY", {}),
         ("GET", "/v1/search?genre=99", {}),
+        ("GET", "/v1/search?genre=%C2%B2", {}),  # a digit to str.isdigit, not to int()
+        ("GET", "/v1/search?genre=--1", {}),
+        ("GET", "/v1/search?genre=" + "9" * 5000, {}),  # past Python's limit for converting integers
         ("GET", "/v1/search?in_print=maybe", {}),
         ("GET", "/v1/search?nope=1", {}),  # unknown query parameter
         ("GET", "/v1/search?filter=1", {}),  # a message given as a value

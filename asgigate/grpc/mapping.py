@@ -8,6 +8,7 @@ Anything json_format refuses is a 400; nothing is silently dropped unless the ro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ _WRAPPERS = frozenset(
     f"google.protobuf.{name}Value"
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 )
+# An enum given by number: an int32, in ASCII digits (str.isdigit also takes "²", which int() refuses).
+_ENUM_NUMBER = re.compile(r"-?[0-9]{1,10}")
 _TRUE = frozenset({"true", "1", "t"})
 _FALSE = frozenset({"false", "0", "f"})
 
@@ -102,7 +105,7 @@ def scalar_json(field: DescriptorT, text: str, where: str) -> Any:
             return scalar_json(field.message_type.fields_by_name["value"], text, where)
         raise BadRequest(f"{where}: {field.name} is a message; give its fields as {field.name}.<field>=...")
     if field.type == FieldDescriptor.TYPE_ENUM:
-        if text.lstrip("-").isdigit():
+        if _ENUM_NUMBER.fullmatch(text):
             number = int(text)
             if field.enum_type.values_by_number.get(number) is None:
                 raise BadRequest(f"{where}: {number} is not a value of {field.enum_type.full_name}.")
