@@ -86,6 +86,20 @@ def test_header_control(flaky: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("x-fault-abort", b"\xb2"),  # "²" in latin-1: a digit to str.isdigit, not to int()
+        ("x-fault-abort", b"9" * 5000),  # past Python's limit for converting integers
+        ("x-fault-delay", b"\xb2"),
+        ("x-fault-delay", b"9" * 5000),
+        ("x-fault-delay", b"-1"),
+    ],
+)
+def test_header_control_refuses_odd_values_with_a_400(flaky: httpx.Client, name: str, value: bytes) -> None:
+    assert flaky.get("/on-demand", headers=[(name.encode(), value)]).status_code == 400
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"abort_percent": 101}, "not a percentage"),

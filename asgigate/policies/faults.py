@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, ConfigurationError, FaultInjected
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["FaultInjection"]
 
 MAX_DELAY = 300.0  # seconds; a header-controlled delay cannot hold a request longer than this
+_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 class FaultInjection(Policy):
@@ -103,12 +105,13 @@ class FaultInjection(Policy):
     def _from_headers(exchange: Exchange, delay: float, abort: int | None) -> tuple[float, int | None]:
         asked_abort = exchange.headers.get("x-fault-abort")
         asked_delay = exchange.headers.get("x-fault-delay")
+        # ASCII digits, a few of them: str.isdigit() also takes "²", and int() refuses thousands of digits
         if asked_abort is not None:
-            if not asked_abort.isdigit() or not 400 <= int(asked_abort) <= 599:
+            if not _NUMBER.fullmatch(asked_abort) or not 400 <= int(asked_abort) <= 599:
                 raise BadRequest("x-fault-abort must be a 4xx or 5xx status.")
             abort = int(asked_abort)
         if asked_delay is not None:
-            if not asked_delay.isdigit() or int(asked_delay) > MAX_DELAY * 1000:
+            if not _NUMBER.fullmatch(asked_delay) or int(asked_delay) > MAX_DELAY * 1000:
                 raise BadRequest(f"x-fault-delay must be 0-{int(MAX_DELAY * 1000)} milliseconds.")
             delay = int(asked_delay) / 1000
         return delay, abort
