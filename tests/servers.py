@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -85,6 +86,34 @@ async def wait_until_async(condition: Callable[[], object], within: float = 10.0
         if time.monotonic() >= deadline:
             return
         await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def logged_errors(*names: str) -> Iterator[list[logging.LogRecord]]:
+    """What in-process servers log at ERROR or with a traceback at any level while the block runs.
+
+    Watches the gateway's loggers ("asgigate", at every level meanwhile) and uvicorn's by default."""
+
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR or record.exc_info:
+                records.append(record)
+
+    handler = Collect(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in names or ("asgigate", "uvicorn")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        if logger.name == "asgigate":
+            logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 class ThreadServer:

@@ -19,6 +19,18 @@ _SKIP = frozenset(
 )
 
 
+def _sendable(code: int) -> int:
+    """The client's close code if a close frame may carry it (RFC 6455 7.4), else 1000.
+
+    A client that closes without a code is reported as 1005, a lost connection as 1006: codes that only
+    describe a close and that the websockets client refuses to send.
+    """
+    return code if code in _SENDABLE or 3000 <= code <= 4999 else 1000
+
+
+_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
 async def proxy_websocket(proxy: Proxy, exchange: Exchange, receive: Receive, send: Send) -> None:
     try:
         from websockets.asyncio.client import connect
@@ -67,7 +79,7 @@ async def proxy_websocket(proxy: Proxy, exchange: Exchange, receive: Receive, se
                     else:
                         await upstream_ws.send(event.get("text") or "")
                 elif event["type"] == "websocket.disconnect":
-                    await upstream_ws.close(code=event.get("code", 1000) if event.get("code", 1000) != 1006 else 1000)
+                    await upstream_ws.close(code=_sendable(event.get("code", 1000)))
                     return
 
         async def upstream_to_client() -> None:
