@@ -6,6 +6,7 @@ from .accesslog import AccessLog
 from .errors import (
     BadGateway,
     BadRequest,
+    ClientDisconnected,
     ClientError,
     ConfigurationError,
     ExpiredToken,
@@ -124,6 +125,7 @@ __all__ = [
     "BatchLoader",
     "BearerAuth",
     "ClientCredentials",
+    "ClientDisconnected",
     "ClientError",
     "ConcurrencyLimit",
     "ConfigurationError",

@@ -31,6 +31,7 @@
         └── UpstreamTimeout             504 upstream_timeout
 
     ConfigurationError                  raised while building a gateway; never an HTTP reply
+    ClientDisconnected (an OSError)     the client went away mid-request; nothing is left to reply to
 
 `code` is the stable reason that clients, logs and metrics see. `RequestTerminated`, `FaultInjected`,
 `UpstreamErrorResponse` and `GrpcStatusError` take their status per instance (the drawn one is their default);
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BadGateway",
     "BadRequest",
+    "ClientDisconnected",
     "ClientError",
     "ConfigurationError",
     "ExpiredToken",
@@ -439,3 +441,13 @@ class UpstreamTimeout(UpstreamError):
 
 class ConfigurationError(Exception):
     """A gateway was declared wrongly. Raised at build time, with the whole chain in the message."""
+
+
+class ClientDisconnected(OSError):
+    """The client went away: sending to it failed, or it disconnected while its request was being read.
+
+    Never an HTTP reply (there is no one to send it to): the gateway records `client_disconnected` as the
+    request's reason, logs it at DEBUG, and makes no second attempt to answer. An `OSError`, as the ASGI
+    specification asks of a server's own send-after-disconnect error.
+    """
+

@@ -30,7 +30,15 @@ from ._default_reply import default_reply
 from ._http10 import HTTP10
 from ._paths import encode, normalize
 from .accesslog import AccessLog
-from .errors import ConfigurationError, GatewayError, MethodNotAllowed, NotFound, UpstreamError
+from .errors import (
+    ClientDisconnected,
+    ClientError,
+    ConfigurationError,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    UpstreamError,
+)
 from .exchange import SCOPE_KEY, Exchange, is_trusted
 from .metrics import Metrics
 from .pipeline import HookStage, PolicyLike, chain_for, check_order, compile_chain, format_chain
@@ -55,6 +63,24 @@ def new_request_id() -> bytes:
         block = os.urandom(12 * _ID_BATCH).hex().encode()
         _fresh_ids.extend([block[i : i + 24] for i in range(0, len(block), 24)])
     return _fresh_ids.pop()
+
+
+def client_gone(exc: BaseException) -> bool:
+    """Whether an exception raised by the server's `send` means the connection is over, not a misused send.
+
+    The ASGI specification asks servers for an `OSError`. uvicorn raises what its transport or parser does when
+    it has ended the connection itself, for instance by answering a malformed request pipelined behind this one
+    with a 400 while this response was still being produced: under uvloop a RuntimeError for the closed
+    transport, with h11 h11's LocalProtocolError for a connection past its last response.
+    """
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc)
+    if isinstance(exc, RuntimeError):
+        return "handler is closed" in text  # uvloop
+    return type(exc).__name__ == "LocalProtocolError" and (  # h11
+        "state=MUST_CLOSE" in text or "state=CLOSED" in text or "state=ERROR" in text
+    )
 
 
 _VALID_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/+=@")
@@ -353,15 +379,12 @@ class Gateway:
 
         async def edge_send(message: Message) -> None:
             kind = message["type"]
-            if kind == "http.response.body":
-                exchange.bytes_sent += len(message.get("body", b""))
-            elif kind == "http.response.start":
+            if kind == "http.response.start":
                 hooks = exchange.response_hooks
                 if hooks:
                     head = ResponseHead(message)
                     for hook in hooks:
                         await hook(exchange, head)
-                exchange.status = message["status"]
                 if request_id:
                     headers = list(message.get("headers", ()))
                     for name, _ in headers:
@@ -371,9 +394,20 @@ class Gateway:
                             break
                     headers.append((header, request_id))
                     message["headers"] = headers
+            try:
+                await send(message)
+            except Exception as exc:
+                if not client_gone(exc):
+                    raise
+                raise ClientDisconnected(f"sending to the client failed: {exc}") from None
+            # Counted only once the server took the message: a response whose start could not be sent has not
+            # started, and a send that failed sent nothing.
+            if kind == "http.response.body":
+                exchange.bytes_sent += len(message.get("body", b""))
+            elif kind == "http.response.start":
+                exchange.status = message["status"]
             elif kind == "websocket.close" and not exchange.status:
                 exchange.status = 403
-            await send(message)
 
         reply_send: Send = edge_send
         if scope.get("http_version") in HTTP10:
@@ -402,11 +436,16 @@ class Gateway:
                 await stage.inner(exchange, receive, reply_send)
             else:
                 await stage(exchange, receive, reply_send)
+        except ClientDisconnected as exc:
+            self._disconnected(exchange, exc)
         except Exception as exc:
             if exchange.response_started:
                 self._log_error(exchange, exc)
                 raise  # the response is under way: abort the connection rather than truncate silently
-            await self.send_error(exchange, exc, receive, reply_send)
+            try:
+                await self.send_error(exchange, exc, receive, reply_send)
+            except ClientDisconnected as gone:  # the error reply found the client gone
+                self._disconnected(exchange, gone)
         finally:
             if self.access_log:
                 self._log_access(exchange)
@@ -458,7 +497,11 @@ class Gateway:
 
     async def send_error(self, exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
         """Turn any exception into the gateway's error reply, rendered by the route's resolved `errors=` settings
-        (route, groups, gateway) and finally `render_error` (see asgigate.replies)."""
+        (route, groups, gateway) and finally `render_error` (see asgigate.replies).
+
+        A `ClientDisconnected` gets no reply: it is raised again, for the gateway to record."""
+        if isinstance(exc, ClientDisconnected):
+            raise exc
         if isinstance(exc, GatewayError):
             error = exc
             if isinstance(exc, UpstreamError) or exc.internal:
@@ -487,9 +530,17 @@ class Gateway:
         response = await rendering.render(exchange, error)
         await response(exchange.scope, receive, send)
 
+    @staticmethod
+    def _disconnected(exchange: Exchange, exc: ClientDisconnected) -> None:
+        # Nothing is left to answer: no error reply, and no traceback (a client hanging up is routine).
+        exchange.reason = "client_disconnected"
+        logger.debug("client disconnected [request_id=%s]: %s", exchange.request_id, exc)
+
     def _log_error(self, exchange: Exchange, exc: Exception) -> None:
         if isinstance(exc, GatewayError):
-            logger.warning(
+            # What a client got wrong is routine, and any client could fill the log with it: INFO at most.
+            logger.log(
+                logging.INFO if isinstance(exc, ClientError) else logging.WARNING,
                 "%s [request_id=%s route=%s upstream=%s stage=%s] %s",
                 exc.code,
                 exchange.request_id,

@@ -146,3 +146,69 @@ def test_buffered_access_log_flushes_when_full(tmp_path: Path) -> None:
     sink.write(b'{"outside":"a loop"}')  # no loop to flush it later: written at once
     assert path.read_bytes().splitlines()[-1] == b'{"outside":"a loop"}'
     assert "AccessLog(" in repr(sink)
+
+
+# --- what is logged at which level ------------------------------------------------------------------------------
+
+
+class H11StyleError(Exception):
+    """Named as h11's error is, which uvicorn's h11 protocol lets through from its send."""
+
+
+H11StyleError.__name__ = "LocalProtocolError"
+
+
+class Refusing(Gateway):
+    def routes(self) -> list[Route]:
+        return [Route("/ok", Direct(text="fine")), Route("/bad", Direct(text="x", headers={"x-a": "b"}))]
+
+
+async def serve_once(gateway: Gateway, path: str, failure: Exception | None) -> list[dict[str, object]]:
+    """One request in-process; the server's `send` raises `failure` for the first message it is given."""
+    sent: list[dict[str, object]] = []
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "headers": [(b"host", b"gw")], "client": ("127.0.0.1", 1), "scheme": "http"}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+        if failure is not None and len(sent) == 1:
+            raise failure
+
+    await gateway(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError("what the ASGI specification asks for"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed"),  # uvloop
+        H11StyleError("can't handle event type Response when role=SERVER and state=MUST_CLOSE"),  # h11
+    ],
+    ids=["OSError", "reset", "uvloop", "h11"],
+)
+def test_a_send_that_finds_the_client_gone_is_a_disconnect(access_log: Records, failure: Exception,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="asgigate")
+    sent = asyncio.run(serve_once(Refusing(), "/ok", failure))
+    assert [message["type"] for message in sent] == ["http.response.start"]  # no error reply tried after it
+    line = access_log.lines[-1]
+    assert (line["status"], line["reason"], line["bytes_out"]) == (0, "client_disconnected", 0)
+    gateway_records = [r for r in caplog.records if r.name == "asgigate"]
+    assert [(r.levelname, r.exc_info) for r in gateway_records] == [("DEBUG", None)]
+    assert gateway_records[0].getMessage().startswith("client disconnected [request_id=")
+
+
+def test_a_send_the_server_refuses_for_another_reason_is_still_an_error(access_log: Records,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # uvicorn refusing a header value is a defect of whoever made the header, not a client going away
+    sent = asyncio.run(serve_once(Refusing(), "/bad", RuntimeError("Invalid HTTP header value.")))
+    starts = [message["status"] for message in sent if message["type"] == "http.response.start"]
+    assert starts == [200, 500]  # the 200 never started: the error reply is tried
+    assert access_log.lines[-1]["reason"] == "internal_error"
+    assert [(r.levelname, r.getMessage()[:20]) for r in caplog.records if r.name == "asgigate"] == [
+        ("ERROR", "unhandled exception ")]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import orjson
 
-from ..errors import InvalidBody, PayloadTooLarge
+from ..errors import ClientDisconnected, InvalidBody, PayloadTooLarge
 
 if TYPE_CHECKING:
     from ..policy import Receive
@@ -65,7 +65,7 @@ async def body_chunks(receive: Receive, limit: int | None) -> AsyncIterator[byte
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise InvalidBody("The client went away while sending the body.")
+            raise ClientDisconnected("The client went away while sending the body.")
         chunk = message.get("body", b"")
         if chunk:
             total += len(chunk)

@@ -17,7 +17,7 @@ import httpx
 
 from .._http1.pool import POOL_DEFAULT, _PoolDefault
 from .._paths import PathTemplate, encode
-from ..errors import BadRequest, ConfigurationError, InvalidBody, PayloadTooLarge, UpstreamTimeout
+from ..errors import BadRequest, ClientDisconnected, ConfigurationError, InvalidBody, PayloadTooLarge, UpstreamTimeout
 from ..exchange import is_trusted
 from ..upstream import Upstream, as_timeout
 from ._locations import LocationRewrite, RewriteLocation, location_rewriter
@@ -59,10 +59,6 @@ SMALL_BODY = 64 * 1024
 # Connection header values that name no other header: nothing to strip beyond the hop-by-hop set.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b"te", b"keep-alive, te", b"te, keep-alive"})
 _METHODS: dict[str, bytes] = {}  # request bodies up to this size are read whole: one write upstream, and replayable
-
-
-class ClientDisconnected(Exception):
-    """The client went away; nothing is left to reply to."""
 
 
 class _Cancel:
@@ -226,8 +222,6 @@ class Proxy(Target):
             if canceller.reason == "total_timeout":
                 raise UpstreamTimeout(stage="total", upstream=self.upstream.name) from None
             exchange.reason = "client_disconnected"
-        except ClientDisconnected:
-            exchange.reason = "client_disconnected"
         finally:
             canceller.close()
 
@@ -314,7 +308,8 @@ class Proxy(Target):
             if name == b"host":
                 host = value
             elif name == b"content-length":
-                if content_length is not None or not value.isdigit():
+                # (more than 18 digits is more than any body, and int() refuses thousands of them)
+                if content_length is not None or not value.isdigit() or len(value) > 18:
                     raise BadRequest("The Content-Length header is invalid.")
                 content_length = int(value)
             elif name in FORWARDING:
