@@ -83,6 +83,21 @@ def client_gone(exc: BaseException) -> bool:
     )
 
 
+def forget_frames(error: BaseException) -> None:
+    """Drop the tracebacks of a finished request's error and of the exceptions chained to it.
+
+    A traceback holds the frames it passed through, and they hold the exchange that holds the error: a
+    reference cycle that only a full garbage collection would free, with the request's scope and headers.
+    The traceback was logged already, if it was worth logging.
+    """
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 32:
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+        seen += 1
+
+
 _VALID_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/+=@")
 
 
@@ -451,6 +466,11 @@ class Gateway:
                 self._log_access(exchange)
             if metrics is not None:
                 metrics.finished(exchange)
+            # The scope and the exchange refer to each other: part them, so that a finished request is freed by
+            # reference counting alone, not left (with its headers and body parts) for a full garbage collection.
+            del scope[SCOPE_KEY]
+            if exchange.error is not None:
+                forget_frames(exchange.error)
 
     def _route_path(self, scope: Scope) -> str:
         raw = scope.get("raw_path")

@@ -96,6 +96,9 @@ class _Cancel:
             self.handle.cancel()
         if self.watcher is not None:
             self.watcher.cancel()
+            # The cancelled watcher keeps its CancelledError, whose traceback holds the frame that refers to this
+            # object: let go of the task, so that no reference cycle outlives the request.
+            self.watcher = None
 
 
 class Proxy(Target):
