@@ -23,7 +23,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await websocket(scope, receive, send)
         return
     path: str = scope["path"]
-    query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
     if path.startswith("/stream"):
         await stream(send, query)
     elif path.startswith("/bytes"):
