@@ -450,4 +450,3 @@ class ClientDisconnected(OSError):
     request's reason, logs it at DEBUG, and makes no second attempt to answer. An `OSError`, as the ASGI
     specification asks of a server's own send-after-disconnect error.
     """
-

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from asgigate import Gateway, Proxy, Route, Upstream
+from asgigate import BadRequest, Exchange, Gateway, Proxy, Route, Upstream
 
 from rawupstream import RawUpstream
 from servers import ThreadServer, free_port, raw_request, wait_until
@@ -338,3 +338,14 @@ def test_route_connect_timeout_overrides_the_upstream() -> None:
     assert response.status_code == 504
     assert response.json()["code"] == "upstream_timeout"
     assert 0.25 < elapsed < 3
+
+
+@pytest.mark.parametrize("value", [b"9" * 5000, b"9" * 19, b"-1", b"\xb2", b"1 "])
+def test_a_content_length_that_is_no_length_is_a_400(value: bytes) -> None:
+    # Servers refuse most of these themselves; a gateway called in-process, or behind a lenient server, must
+    # too (int() refuses more than 4300 digits: that was a 500)
+    scope = {"type": "http", "method": "POST", "headers": [(b"host", b"gw"), (b"content-length", value)],
+             "client": ("127.0.0.1", 1)}
+    with pytest.raises(BadRequest, match="Content-Length"):
+        Proxy(Upstream("http://127.0.0.1:9")).request_headers(Exchange(scope, Gateway()))
+
