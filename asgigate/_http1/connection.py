@@ -96,9 +96,11 @@ class Connection(asyncio.Protocol):
         self._pool = pool
         self._loop = asyncio.get_running_loop()  # protocol factories run inside the loop
         self._transport: asyncio.Transport | None = None
-        # One parser for the connection's lifetime: llhttp starts over after each keep-alive message. It is
-        # replaced only after we stopped it on purpose (HEAD, trailing garbage), leaving it in error state.
-        self._parser: HttpResponseParser | None = HttpResponseParser(self)
+        # One parser for the connection's lifetime, from its first exchange until it closes: llhttp starts over
+        # after each keep-alive message. It is replaced only after we stopped it on purpose (HEAD, trailing
+        # garbage), leaving it in error state. It calls back into this protocol, so it is made only for a
+        # connection that is open and dropped when it closes: a connection that failed is then no cycle.
+        self._parser: HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_mode = _NO_TIMER
@@ -162,11 +164,11 @@ class Connection(asyncio.Protocol):
         self.reason = b""
         self.headers = []
         self.error = None
-        if self._parser is None:
-            self._parser = HttpResponseParser(self)
         if self.closed:
             # Lost while parked (between the pool handing it out and now): report it like a stale keep-alive.
             self.error = self._lost_error(None)
+        elif self._parser is None:
+            self._parser = HttpResponseParser(self)
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -259,6 +261,7 @@ class Connection(asyncio.Protocol):
         if self.idle:
             self.idle = False
             self._pool._idle_gone(self)
+        self._parser = None  # it calls back into this protocol: a cycle once nothing else holds the connection
         self._wake()
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -310,6 +313,10 @@ class Connection(asyncio.Protocol):
         was_closed = self.closed
         self.closed = True
         self._cancel_timer()
+        # The parser calls back into this protocol and the transport holds it: without these links a closed
+        # connection is a reference cycle, freed only by a full garbage collection.
+        self._parser = None
+        self._transport = None
         if self.idle:
             self.idle = False
             self._pool._idle_gone(self)
