@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from ._paths import PathTemplate
-from .errors import ConfigurationError, MethodNotAllowed, NotFound
+from .errors import BadRequest, ConfigurationError, MethodNotAllowed, NotFound
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -55,8 +55,14 @@ def _matches(value: str | None, expected: Matcher) -> bool:
 
 
 def request_host(exchange: Exchange) -> str:
-    """The Host header without its port, lower-cased (IPv6 literals keep their brackets)."""
-    host = exchange.headers.get("host", "").lower()
+    """The Host header without its port, lower-cased (IPv6 literals keep their brackets).
+
+    A request with two Host headers is refused (400, RFC 9112 3.2): routing by one while the upstream reads the
+    other would let a client reach a route it does not name."""
+    hosts = exchange.headers.getlist("host")
+    if len(hosts) > 1:
+        raise BadRequest("The request has more than one Host header.")
+    host = hosts[0].lower() if hosts else ""
     if host.endswith("]"):
         return host
     return host.rsplit(":", 1)[0]

@@ -349,3 +349,50 @@ def test_a_content_length_that_is_no_length_is_a_400(value: bytes) -> None:
     with pytest.raises(BadRequest, match="Content-Length"):
         Proxy(Upstream("http://127.0.0.1:9")).request_headers(Exchange(scope, Gateway()))
 
+
+
+def test_two_host_headers_are_a_400(gateway: ThreadServer) -> None:
+    """RFC 9112 3.2: the gateway would route and forward by one, an upstream might read the other."""
+    for path in (b"/api/echo", b"/host/echo"):
+        response = raw_request(
+            gateway.port,
+            b"GET " + path + b" HTTP/1.1\r\nHost: edge.test\r\nHost: internal.test\r\nConnection: close\r\n\r\n",
+        )
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), head
+        assert orjson.loads(body)["code"] == "bad_request"
+
+
+def test_a_host_predicate_refuses_two_host_headers() -> None:
+    class ByHost(Gateway):
+        def routes(self) -> list[Route]:
+            from asgigate import Direct
+
+            return [Route("/", Direct(text="admin"), host="admin.test"), Route("/", Direct(text="public"))]
+
+    with ThreadServer(ByHost()) as server:
+        for hosts in (b"Host: admin.test\r\nHost: www.test\r\n", b"Host: www.test\r\nHost: admin.test\r\n"):
+            response = raw_request(server.port, b"GET / HTTP/1.1\r\n" + hosts + b"Connection: close\r\n\r\n")
+            assert response.startswith(b"HTTP/1.1 400"), response
+        response = raw_request(server.port, b"GET / HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"admin")
+
+
+def test_connect_is_not_tunnelled(gateway: ThreadServer, upstream: ThreadServer) -> None:
+    """A 2xx to CONNECT would make the server treat the connection as a tunnel: the proxy refuses it."""
+    response = raw_request(gateway.port, b"CONNECT /api/echo HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405"), head
+    assert b"\r\nallow: delete, get, head, options, patch, post, put, trace\r\n" in head.lower() + b"\r\n"
+    assert orjson.loads(body)["code"] == "method_not_allowed"
+
+
+def test_a_proxy_route_for_connect_is_a_configuration_error(upstream: ThreadServer) -> None:
+    from asgigate import ConfigurationError
+
+    class Tunnel(Gateway):
+        def routes(self) -> list[Route]:
+            return [Route("/t", Proxy(Upstream(upstream.url)), methods=["CONNECT"])]
+
+    with pytest.raises(ConfigurationError, match="CONNECT"):
+        Tunnel().build()

@@ -17,7 +17,15 @@ import httpx
 
 from .._http1.pool import POOL_DEFAULT, _PoolDefault
 from .._paths import PathTemplate, encode
-from ..errors import BadRequest, ClientDisconnected, ConfigurationError, InvalidBody, PayloadTooLarge, UpstreamTimeout
+from ..errors import (
+    BadRequest,
+    ClientDisconnected,
+    ConfigurationError,
+    InvalidBody,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UpstreamTimeout,
+)
 from ..exchange import is_trusted
 from ..upstream import Upstream, as_timeout
 from ._locations import LocationRewrite, RewriteLocation, location_rewriter
@@ -58,6 +66,7 @@ FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-
 SMALL_BODY = 64 * 1024
 # Connection header values that name no other header: nothing to strip beyond the hop-by-hop set.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b"te", b"keep-alive, te", b"te, keep-alive"})
+_NOT_CONNECT = ["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"]
 _METHODS: dict[str, bytes] = {}  # request bodies up to this size are read whole: one write upstream, and replayable
 
 
@@ -167,6 +176,8 @@ class Proxy(Target):
         self._host = upstream.authority.encode("latin-1")
 
     def bind(self, route: Route, gateway: Gateway) -> None:
+        if route.methods is not None and "CONNECT" in route.methods:
+            raise ConfigurationError(f"Proxy cannot tunnel CONNECT requests (route {route.path!r}).")
         self._gateway = gateway
         if self.max_body_size is None:
             self.max_body_size = gateway.max_body_size
@@ -230,6 +241,11 @@ class Proxy(Target):
 
     async def _forward(self, exchange: Exchange, receive: Receive, send: Send, canceller: _Cancel) -> None:
         scope = exchange.scope
+        method = scope["method"]
+        if method == "CONNECT":
+            # A reverse proxy has no tunnel to offer; a 2xx would make the server hand the connection over as one.
+            raise MethodNotAllowed(_NOT_CONNECT if exchange.route is None or exchange.route.methods is None
+                                   else sorted(exchange.route.methods))
         headers, content_length, chunked = self.request_headers(exchange)
         body: bytes | AsyncIterator[bytes] | None = None
         limit = self.max_body_size
@@ -245,7 +261,6 @@ class Proxy(Target):
             body = _stream_body(exchange, receive, limit)
         exchange.upstream = self.upstream.name
         pool = self.upstream.pool
-        method = scope["method"]
         method_bytes = _METHODS.get(method)
         if method_bytes is None:
             method_bytes = method.encode("latin-1")
@@ -297,7 +312,7 @@ class Proxy(Target):
         out: list[tuple[bytes, bytes]] = []
         content_length: int | None = None
         chunked = False
-        host = b""
+        host: bytes | None = None
         connection: bytes | None = None
         prior: dict[bytes, bytes] = {}
         request_id_header = gateway.request_id_header_bytes
@@ -309,6 +324,8 @@ class Proxy(Target):
                     chunked = b"chunked" in value.lower()
                 continue
             if name == b"host":
+                if host is not None:  # RFC 9112 3.2: which one the upstream would take is anyone's guess
+                    raise BadRequest("The request has more than one Host header.")
                 host = value
             elif name == b"content-length":
                 # (more than 18 digits is more than any body, and int() refuses thousands of them)
@@ -327,6 +344,8 @@ class Proxy(Target):
             out = [(n, v) for n, v in out if n not in named]
         if chunked:
             content_length = None
+        if host is None:
+            host = b""
         out.insert(0, (b"host", host if self.preserve_host and host else self._host))
         if exchange.request_id and request_id_header:
             out.append((request_id_header, exchange.request_id.encode("latin-1")))
