@@ -14,7 +14,7 @@ from starlette.requests import Request
 if TYPE_CHECKING:
     from .errors import GatewayError
     from .gateway import Gateway
-    from .policy import ResponseHead
+    from .policy import Receive, ResponseHead
     from .routing import Route
 
 SCOPE_KEY = "asgigate.exchange"
@@ -48,6 +48,7 @@ class Exchange:
     _headers: Headers | None = None
     _query: QueryParams | None = None
     _request: Request | None = None
+    _receive: Receive | None = None
     _state: dict[str, Any] | None = None
     _params: dict[str, Any] | None = None
 
@@ -104,10 +105,16 @@ class Exchange:
 
     @property
     def request(self) -> Request:
-        """A Starlette Request over the same scope (its body can be read only by one party)."""
+        """A Starlette Request over the same scope. In a handler (`handler(exchange) -> Response`) its body can be
+        read (``await exchange.request.json()``); in a policy only its head, since the body is the target's."""
         if self._request is None:
-            self._request = Request(self.scope)
+            self._request = Request(self.scope) if self._receive is None else Request(self.scope, self._receive)
         return self._request
+
+    def give_body(self, receive: Receive) -> None:
+        """Let `request` read the body from `receive`: for a target that hands the body to code of the user's."""
+        self._receive = receive
+        self._request = None  # one made before had no body to read
 
     @property
     def state(self) -> dict[str, Any]:

@@ -218,3 +218,25 @@ def test_redirect_parameters_only_in_the_path() -> None:
 def test_reprs() -> None:
     assert repr(Direct(json={"a": 1})) == "Direct(status=200, 7 bytes application/json)"
     assert repr(Redirect("/n", status=308)) == "Redirect('/n', status=308)"
+
+
+def test_a_handler_reads_the_request_body() -> None:
+    """A BFF's POST handler needs the body: `exchange.request` reads it there, even after a policy looked at it."""
+    from asgigate import JSONResponse, Policy
+
+    class Peek(Policy):
+        async def on_request(self, exchange: Exchange) -> None:
+            exchange.state["type"] = exchange.request.headers.get("content-type")  # the head, made before the body
+
+    async def create(exchange: Exchange) -> JSONResponse:
+        order = await exchange.request.json()
+        return JSONResponse({"created": order, "type": exchange.state["type"]}, status_code=201)
+
+    class Orders(Gateway):
+        def routes(self) -> list[Route]:
+            return [Route("/orders", create, methods=["POST"], policies=[Peek()])]
+
+    with ThreadServer(Orders()) as server:
+        response = httpx.post(f"{server.url}/orders", json={"sku": "A-1", "qty": 2})
+        assert response.status_code == 201, response.text
+        assert response.json() == {"created": {"sku": "A-1", "qty": 2}, "type": "application/json"}

@@ -43,6 +43,7 @@ class Handler(Target):
         self.func = func
 
     async def handle(self, exchange: Exchange, receive: Receive, send: Send) -> None:
+        exchange.give_body(receive)
         response = await self.func(exchange)
         await response(exchange.scope, receive, send)
 
