@@ -4,12 +4,16 @@ separate GraphQL service process)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import strawberry
+from graphql import GraphQLError
+from strawberry.permission import BasePermission
 from strawberry.types import Info
 
 from asgigate import Gateway, Policy, Route, Upstream
@@ -53,8 +57,29 @@ class Product:
     name: str
 
 
+class Nobody(BasePermission):
+    message = "Not allowed."
+
+    def has_permission(self, source: Any, info: Info[GraphQLContext, None], **kwargs: Any) -> bool:
+        return False
+
+
 @strawberry.type
 class Query:
+    @strawberry.field
+    def repeat(self, n: int | None = 1) -> str:
+        if n is None:  # the argument is nullable, the resolver refuses null: the client's mistake
+            raise GraphQLError("n must be a number.", extensions={"code": "BAD_USER_INPUT"})
+        return "x" * min(n, 10)
+
+    @strawberry.field
+    def first(self, first: int = 3) -> int:
+        return first
+
+    @strawberry.field(permission_classes=[Nobody])
+    def secret(self) -> str:
+        return "s3cr3t"
+
     @strawberry.field
     def me(self, info: Info[GraphQLContext, None]) -> str | None:
         identity = info.context.identity
@@ -244,6 +269,147 @@ def test_malformed_requests_are_problem_replies(client: httpx.Client) -> None:
     too_big = client.post("/graphql", json={"query": "{ me }", "pad": "x" * 300_000})
     assert too_big.status_code == 413
     assert too_big.json()["code"] == "payload_too_large"
+
+
+# --- requests that are not well-formed GraphQL-over-HTTP requests: 400 under both media types ---------------
+
+ACCEPTS = [GQL, "application/json", "*/*", None]
+
+NOT_WELL_FORMED_POST: list[tuple[Any, str]] = [
+    ({}, "no query"),
+    ({"variables": {}, "operationName": "A"}, "no query"),
+    ({"query": None}, "no query"),
+    ({"query": 1}, "query must be a string"),
+    ({"query": ["{ me }"]}, "query must be a string"),
+    ({"query": {"text": "{ me }"}}, "query must be a string"),
+    ({"query": True}, "query must be a string"),
+    ({"query": "{ me }", "operationName": 1}, "operationName must be a string"),
+    ({"query": "{ me }", "operationName": ["A"]}, "operationName must be a string"),
+    ({"query": "{ me }", "operationName": {}}, "operationName must be a string"),
+    ({"query": "{ me }", "variables": [7]}, "variables must be an object"),
+    ({"query": "{ me }", "variables": "{}"}, "variables must be an object"),
+    ({"query": "{ me }", "variables": 1}, "variables must be an object"),
+    ({"query": "{ me }", "extensions": "x"}, "extensions must be an object"),
+    ({"query": "{ me }", "extensions": [1]}, "extensions must be an object"),
+    ({"query": "{ me }", "extensions": False}, "extensions must be an object"),
+    (5, "not a JSON object"),
+    ("{ me }", "not a JSON object"),
+    (None, "not a JSON object"),
+    (True, "not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+@pytest.mark.parametrize(("payload", "detail"), NOT_WELL_FORMED_POST)
+def test_post_that_is_not_well_formed_is_400_under_both_media_types(
+        client: httpx.Client, payload: Any, detail: str, accept: str | None) -> None:
+    headers = {"content-type": "application/json", **({"accept": accept} if accept else {})}
+    response = client.post("/graphql", content=orjson.dumps(payload), headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "invalid_body"
+    assert detail in problem["detail"]
+
+
+NOT_WELL_FORMED_GET: list[tuple[dict[str, str], str]] = [
+    ({}, "no query"),
+    ({"operationName": "A"}, "no query"),
+    ({"query": "{ me }", "variables": "[7]"}, "variables must be an object"),
+    ({"query": "{ me }", "variables": '"x"'}, "variables must be an object"),
+    ({"query": "{ me }", "variables": "1"}, "variables must be an object"),
+    ({"query": "{ me }", "variables": "true"}, "variables must be an object"),
+    ({"query": "{ me }", "variables": "{nope"}, "variables parameter is not JSON"),
+    ({"query": "{ me }", "extensions": "[1]"}, "extensions must be an object"),
+    ({"query": "{ me }", "extensions": '"x"'}, "extensions must be an object"),
+    ({"query": "{ me }", "extensions": "{nope"}, "extensions parameter is not JSON"),
+]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+@pytest.mark.parametrize(("params", "detail"), NOT_WELL_FORMED_GET)
+def test_get_that_is_not_well_formed_is_400_under_both_media_types(
+        client: httpx.Client, params: dict[str, str], detail: str, accept: str | None) -> None:
+    # operationName cannot have a wrong type in a query string: it is always text.
+    response = client.get("/graphql", params=params, headers={"accept": accept} if accept else {})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "bad_request"
+    assert detail in problem["detail"]
+
+
+def test_null_parameters_are_absent_ones_and_an_empty_get_operation_name_is_none(client: httpx.Client) -> None:
+    response = client.post("/graphql", json={"query": "{ me }", "variables": None, "operationName": None,
+                                             "extensions": None}, headers={"accept": "application/json"})
+    assert response.status_code == 200
+    assert response.json() == {"data": {"me": None}}
+    response = client.get("/graphql", params={"query": "{ me }", "operationName": "", "variables": "null",
+                                              "extensions": "null"}, headers={"accept": "application/json"})
+    assert response.status_code == 200
+    assert response.json() == {"data": {"me": None}}
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_a_batch_with_a_malformed_operation_is_refused_before_any_runs(
+        client: httpx.Client, rest: Any, accept: str | None) -> None:
+    rest.app.state.calls.clear()
+    batch = [{"query": '{ user(id: "1") { id } }'}, {"query": "{ me }", "variables": [1]}]
+    response = client.post("/batched", json=batch, headers={"accept": accept} if accept else {})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "invalid_body"
+    assert response.json()["detail"] == "Operation 1 of the batch: variables must be an object."
+    assert rest.app.state.calls == []  # the well-formed first operation did not run either
+    for bad in ([{"query": "{ me }"}, 5], [{"query": "{ me }"}, {}], [{"query": "{ me }"}, {"query": 1}]):
+        assert client.post("/batched", json=bad).status_code == 400
+
+
+def test_well_formed_request_errors_stay_graphql_responses(client: httpx.Client) -> None:
+    """Parse, validation, operation and variable errors are GraphQL request errors, not malformed requests:
+    a GraphQL response, 200 under application/json, 400 under application/graphql-response+json."""
+    for payload in ({"query": ""}, {"query": "{"}, {"query": "{ nope }"}, {"query": "{ ...Nope }"},
+                    {"query": "query A { me } query B { me }", "operationName": "C"},
+                    {"query": "query($id: ID!) { user(id: $id) { id } }", "variables": {}}):
+        legacy = client.post("/graphql", json=payload, headers={"accept": "application/json"})
+        assert legacy.status_code == 200, payload
+        assert legacy.headers["content-type"] == "application/json"
+        assert "data" not in legacy.json() and legacy.json()["errors"]
+        assert client.post("/graphql", json=payload, headers={"accept": GQL}).status_code == 400
+
+
+# --- what is logged ------------------------------------------------------------------------------------
+
+def test_client_caused_resolver_errors_are_logged_at_info_without_traceback(
+        client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    ids = []
+    for query, variables in (("query($n: Int) { repeat(n: $n) }", {"n": None}),   # the resolver refuses null
+                             ("query($n: Int) { first(first: $n) }", {"n": None}),  # graphql-core refuses it
+                             ("{ secret }", {})):                                   # strawberry's permission
+        response = client.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200
+        assert response.json()["errors"][0]["message"] != "Internal server error"
+        ids.append(response.headers["x-request-id"])
+    records = [r for r in caplog.records
+               if any(i in r.getMessage() for i in ids) or r.name.startswith(("strawberry", "asgigate"))]
+    assert len([r for r in records if r.name == "asgigate.graphql"]) == 3
+    assert all(record.levelno <= logging.INFO and record.exc_info is None for record in records), [
+        (r.name, r.levelname, r.getMessage()) for r in records]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], [
+        (r.name, r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    info = [r.getMessage() for r in records if r.name == "asgigate.graphql"]
+    assert any("BAD_USER_INPUT" in line and "['repeat']" in line for line in info), info
+
+
+def test_unexpected_resolver_exceptions_are_logged_as_errors_with_traceback(
+        client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    response = client.post("/graphql", json={"query": "{ crash }"})
+    assert response.json()["errors"][0]["message"] == "Internal server error"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(response.headers["x-request-id"] in r.getMessage() for r in errors)
+    assert any(r.exc_info is not None and isinstance(r.exc_info[1], RuntimeError) for r in errors)
 
 
 def test_batching_only_when_enabled(client: httpx.Client) -> None:

@@ -4,6 +4,7 @@ automatic persisted queries and safelists; through a real server, with a REST ba
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ def gateway(rest: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     class BFF(Gateway):
         def routes(self) -> list[Route]:
             return [
+                Route("/default", GraphQL(schema)),
                 Route("/limited", GraphQL(schema, upstreams=[users], limits=GraphQLLimits(
                     max_depth=3, max_aliases=2, max_root_fields=3, max_tokens=60, max_body_size=2000))),
                 Route("/cost", GraphQL(schema, upstreams=[users], cost=GraphQLCost(
@@ -145,6 +147,92 @@ def test_alias_and_root_field_limits(gateway: str) -> None:
     assert roots.status_code == 400
     assert code_of(roots) == "ROOT_FIELDS_LIMIT_EXCEEDED"
     assert post(gateway, "/limited", {"query": "{ hello item { id } items { id } }"}).status_code == 200
+
+
+def test_aliases_count_once_per_spread_of_their_fragment(gateway: str) -> None:
+    twice = "{ ...A } fragment A on Query { ...B ...B } fragment B on Query { x: hello }"
+    assert post(gateway, "/limited", {"query": twice}).status_code == 200
+    four_times = "{ ...A } fragment A on Query { ...B ...B } fragment B on Query { ...C ...C } " \
+                 "fragment C on Query { x: hello }"
+    refused = post(gateway, "/limited", {"query": four_times})
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["message"] == "4 aliases found. Allowed: 2"
+    assert code_of(refused) == "ALIAS_LIMIT_EXCEEDED"
+
+
+# --- documents that crashed the limits: ordinary validation errors now ------------------------------------
+
+ROUTES = ["/default", "/limited", "/cost", "/measure", "/apq"]
+
+
+def chain(length: int) -> str:
+    """An operation spreading a fragment that spreads the next one, `length` times."""
+    return ("query { ...F0 } " + " ".join(f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(length))
+            + f" fragment F{length} on Query {{ hello }}")
+
+
+@pytest.mark.parametrize("path", ROUTES)
+def test_an_unknown_fragment_is_a_validation_error(gateway: str, path: str) -> None:
+    response = post(gateway, path, {"query": "{ ...Nope }"})
+    assert response.status_code == 400
+    assert response.json()["errors"][0] == {"message": "Unknown fragment 'Nope'.", "locations": [
+        {"line": 1, "column": 6}], "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}
+    for accept in ("application/json", "*/*"):
+        legacy = httpx.post(gateway + path, json={"query": "{ ...Nope }"}, headers={"accept": accept})
+        assert legacy.status_code == 200
+        assert code_of(legacy) == "GRAPHQL_VALIDATION_FAILED"
+        by_get = httpx.get(gateway + path, params={"query": "{ item { ...Nope } }"}, headers={"accept": accept})
+        assert by_get.status_code == 200
+        assert by_get.json()["errors"][0]["message"] == "Unknown fragment 'Nope'."
+
+
+@pytest.mark.parametrize("path", [path for path in ROUTES if path != "/limited"])  # /limited: 60 tokens at most
+def test_a_long_chain_of_fragment_spreads_is_a_validation_error(gateway: str, path: str) -> None:
+    query = chain(300)  # about 10 KB and 2,400 tokens: within max_tokens
+    assert 10_000 < len(query) < 11_000
+    response = post(gateway, path, {"query": query})
+    assert response.status_code == 400
+    assert code_of(response) == "GRAPHQL_VALIDATION_FAILED"
+    by_get = httpx.get(gateway + path, params={"query": query}, headers={"accept": "application/json"})
+    assert by_get.status_code == 200
+    assert code_of(by_get) == "GRAPHQL_VALIDATION_FAILED"
+    # a chain graphql-core accepts passes the limits too, which walk it without recursion
+    assert post(gateway, path, {"query": chain(150)}).json()["data"] == {"hello": "world"}
+
+
+def test_fragments_spread_twice_at_every_level_are_measured_in_linear_time(gateway: str) -> None:
+    # 2**20 paths through the fragments: walking each (as strawberry's limiters did) takes many seconds
+    query = ("query { ...F0 } " + " ".join(f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}"
+                                           for i in range(20)) + " fragment F20 on Query { item { id } }")
+    for path in ("/default", "/measure"):
+        started = time.monotonic()
+        response = post(gateway, path, {"query": query})
+        assert time.monotonic() - started < 3
+        assert response.status_code == 200
+        assert response.json()["data"] == {"item": {"id": 1}}
+    assert response.json()["extensions"]["cost"]["estimated"] == 2**20  # item counts once per path
+    limits = GraphQLLimits(max_depth=1, max_aliases=1)
+    started = time.monotonic()
+    assert [error.message for error in limits.check(parse(query.replace("item { id }", "x: item { y: id }")))] == [
+        "2097152 aliases found. Allowed: 1"]
+    assert time.monotonic() - started < 1
+
+
+def test_limits_count_as_strawberrys_limiters_did() -> None:
+    """The depth: the deepest field, root fields at 0, nothing below an introspection field, through fragments
+    and inline fragments; aliases: every alias of every operation, once per spread."""
+    def depth_errors(query: str, maximum: int) -> list[str]:
+        return [error.message for error in GraphQLLimits(max_depth=maximum).check(parse(query))]
+
+    assert depth_errors("{ item { parent { id } } }", 2) == []
+    assert depth_errors("{ item { parent { parent { id } } } }", 2) == ["'anonymous' exceeds maximum operation "
+                                                                       "depth of 2"]
+    assert depth_errors("query Q { item { ...on Item { parent { ...P } } } } fragment P on Item { parent { id } }",
+                        2) == ["'Q' exceeds maximum operation depth of 2"]
+    assert depth_errors("{ __schema { types { fields { type { name } } } } }", 1) == []
+    assert depth_errors("{ item { __typename } }", 1) == []
+    aliases = GraphQLLimits(max_aliases=3).check(parse("query A { a: hello } query B { b: hello c: hello d: hello }"))
+    assert [error.message for error in aliases] == ["4 aliases found. Allowed: 3"]
 
 
 def test_token_and_size_limits(gateway: str) -> None:

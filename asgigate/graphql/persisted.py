@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import OrderedDict
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,6 +12,7 @@ import orjson
 from graphql import GraphQLSyntaxError, parse, print_ast
 
 from ..errors import ConfigurationError
+from ._cache import BoundedCache
 
 __all__ = ["PersistedQueries", "Safelist"]
 
@@ -45,23 +46,25 @@ class PersistedQueries:
 
     A client sends ``extensions.persistedQuery.sha256Hash`` alone; an unknown hash answers
     ``PERSISTED_QUERY_NOT_FOUND`` (status 200, as Apollo's servers do, so clients retry with the text), and a
-    request carrying both the hash and the query registers it after checking the hash. `max_entries` bounds the
-    in-memory store (least recently used entries go first); `queries` preloads it.
+    request carrying both the hash and the query registers it after checking the hash. `max_entries` and
+    `max_bytes` (the memory its texts take) bound the in-memory store, which any client can fill: least recently
+    used entries go first, and a query over an eighth of `max_bytes` is run but not kept. `queries` preloads it.
     """
 
-    def __init__(self, *, max_entries: int = 10_000, queries: Iterable[str] = ()) -> None:
+    def __init__(self, *, max_entries: int = 10_000, max_bytes: int = 16 * 1024 * 1024,
+                 queries: Iterable[str] = ()) -> None:
         if max_entries < 1:
             raise ConfigurationError("PersistedQueries max_entries must be positive.")
+        if max_bytes < 1:
+            raise ConfigurationError("PersistedQueries max_bytes must be positive.")
         self.max_entries = max_entries
-        self._store: OrderedDict[str, str] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._store: BoundedCache[str, str] = BoundedCache(max_bytes, max_entries=max_entries)
         for query in queries:
             self._put(sha256(query), query)
 
     def _put(self, digest: str, query: str) -> None:
-        self._store[digest] = query
-        self._store.move_to_end(digest)
-        while len(self._store) > self.max_entries:
-            self._store.popitem(last=False)
+        self._store.put(digest, query, sys.getsizeof(query) + sys.getsizeof(digest) + 100)
 
     def resolve(
         self, query: str | None, extensions: Mapping[str, Any] | None, payload: Mapping[str, Any]
@@ -77,21 +80,25 @@ class PersistedQueries:
         found = self._store.get(digest)
         if found is None:
             raise RequestError("PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND", status=200)
-        self._store.move_to_end(digest)
         return found
 
     def __len__(self) -> int:
         return len(self._store)
 
     def __repr__(self) -> str:
-        return f"PersistedQueries(max_entries={self.max_entries})"
+        return f"PersistedQueries(max_entries={self.max_entries}, max_bytes={self.max_bytes})"
 
 
-def _normalized(query: str) -> str | None:
+def _normalized(query: str, max_tokens: int | None = None) -> str | None:
     try:
-        return print_ast(parse(query, no_location=True))
-    except GraphQLSyntaxError:
+        return print_ast(parse(query, no_location=True, max_tokens=max_tokens))
+    except (GraphQLSyntaxError, RecursionError):
         return None
+
+
+def _tokens(query: str) -> int:
+    count = getattr(parse(query, no_location=True), "token_count", None)  # graphql-core >= 3.3
+    return count if isinstance(count, int) else len(query)
 
 
 class Safelist:
@@ -110,6 +117,8 @@ class Safelist:
             raise ConfigurationError("Safelist manifest lists no operations.")
         self.operations: dict[str, str] = {}
         self._texts: set[str] = set()
+        self._bodies: set[str] = set()
+        most = 0
         for op_id, body in operations.items():
             normalized = _normalized(body)
             if normalized is None:
@@ -117,6 +126,11 @@ class Safelist:
             self.operations[op_id.lower() if len(op_id) == 64 else op_id] = body
             self.operations.setdefault(sha256(body), body)
             self._texts.add(normalized)
+            self._bodies.add(body)
+            most = max(most, _tokens(body))
+        # A client's text is parsed to compare it: a text with many more tokens than the longest listed operation
+        # cannot be one of them (room is left for a `query` keyword, comments), so parsing stops there.
+        self._max_tokens = 2 * most + 64
         self.allow_text = allow_text
 
     @staticmethod
@@ -145,12 +159,12 @@ class Safelist:
             found = self.operations.get(requested) or self.operations.get(requested.lower())
             if found is None:
                 raise RequestError("This operation is not in the safelist.", "PERSISTED_QUERY_NOT_IN_SAFELIST")
-            if query is not None and _normalized(query) != _normalized(found):
+            if query is not None and query != found and _normalized(query, self._max_tokens) != _normalized(found):
                 raise RequestError("The query does not match the listed operation.", "PERSISTED_QUERY_HASH_MISMATCH")
             return found
         if query is None:
             return None
-        if self.allow_text and (query in self.operations.values() or _normalized(query) in self._texts):
+        if self.allow_text and (query in self._bodies or _normalized(query, self._max_tokens) in self._texts):
             return query
         raise RequestError("Only safelisted operations may run here.", "PERSISTED_QUERY_NOT_IN_SAFELIST")
 

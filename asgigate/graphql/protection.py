@@ -1,19 +1,21 @@
 """Protection against expensive operations: document limits and cost analysis.
 
-Depth and alias limits are strawberry's own validators (`QueryDepthLimiter`, `MaxAliasesLimiter`), the token
-limit is graphql-core's parser limit, introspection is refused by graphql-core's `NoSchemaIntrospectionCustomRule`.
-Cost analysis estimates what an operation will make the backends do before anything runs.
+Depth and alias limits count as strawberry's `QueryDepthLimiter` and `MaxAliasesLimiter` do, but measure each
+fragment once and without recursion (strawberry's walk every path through the fragments, recursively: a fragment
+spread twice at each of 25 levels takes minutes, a chain of 300 spreads exhausts the stack). The token limit is
+graphql-core's parser limit, introspection is refused by graphql-core's `NoSchemaIntrospectionCustomRule`. Cost
+analysis estimates what an operation will make the backends do before anything runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from graphql import (
-    ASTValidationRule,
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -28,13 +30,10 @@ from graphql import (
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationRule,
     VariableNode,
     get_named_type,
     is_composite_type,
 )
-from strawberry.extensions.max_aliases import create_validator as alias_validator
-from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 
 from ..errors import ConfigurationError
 
@@ -74,45 +73,122 @@ class GraphQLLimits:
                   max_root_fields=self.max_root_fields, max_tokens=self.max_tokens,
                   max_body_size=self.max_body_size, max_batch=self.max_batch)
 
-    def rules(self) -> list[type[ASTValidationRule]]:
-        rules: list[type[ASTValidationRule]] = []
-        if self.max_depth is not None:
-            rules.append(depth_validator(self.max_depth, None))
-        if self.max_aliases is not None:
-            rules.append(alias_validator(self.max_aliases))
-        if self.max_root_fields is not None:
-            rules.append(_root_fields_validator(self.max_root_fields))
-        return rules
+    def check(self, document: DocumentNode) -> list[GraphQLError]:
+        """The depth, alias and root-field limits a document breaks; run on documents that passed the spec
+        rules only (every fragment spread then names a fragment and no spreads form a cycle).
+
+        Each fragment is measured once, in an order where the fragments it spreads come first, without
+        recursion: a chain of hundreds of spreads or a fragment spread twice at every level costs time linear in
+        the document, not its stack depth or an exponential walk.
+        """
+        if self.max_depth is None and self.max_aliases is None and self.max_root_fields is None:
+            return []
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        measured: dict[str, tuple[int, int]] = {}
+        for name in _fragment_order(fragments):
+            measured[name] = _measure(fragments[name].selection_set, measured)
+        errors: list[GraphQLError] = []
+        aliases = 0
+        for operation in document.definitions:
+            if not isinstance(operation, OperationDefinitionNode):
+                continue
+            depth, found = _measure(operation.selection_set, measured)
+            aliases += found
+            name = operation.name.value if operation.name else "anonymous"
+            if self.max_depth is not None and depth > self.max_depth:
+                errors.append(GraphQLError(f"'{name}' exceeds maximum operation depth of {self.max_depth}",
+                                           operation, extensions={"code": "DEPTH_LIMIT_EXCEEDED"}))
+            if self.max_root_fields is not None:
+                count = _count_root_fields(operation.selection_set, fragments)
+                if count > self.max_root_fields:
+                    errors.append(GraphQLError(
+                        f"'{name}' selects {count} root fields; at most {self.max_root_fields} are allowed.",
+                        operation, extensions={"code": "ROOT_FIELDS_LIMIT_EXCEEDED"}))
+        if self.max_aliases is not None and aliases > self.max_aliases:
+            errors.append(GraphQLError(f"{aliases} aliases found. Allowed: {self.max_aliases}",
+                                       extensions={"code": "ALIAS_LIMIT_EXCEEDED"}))
+        return errors
 
 
-def _root_fields_validator(maximum: int) -> type[ValidationRule]:
-    class MaxRootFields(ValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            fragments = {d.name.value: d for d in self.context.document.definitions
-                         if isinstance(d, FragmentDefinitionNode)}
-            count = _count_root_fields(node.selection_set, fragments, set())
-            if count > maximum:
-                name = node.name.value if node.name else "anonymous"
-                self.report_error(GraphQLError(
-                    f"'{name}' selects {count} root fields; at most {maximum} are allowed.", node,
-                    extensions={"code": "ROOT_FIELDS_LIMIT_EXCEEDED"}))
-
-    return MaxRootFields
+def _spreads(selection_set: SelectionSetNode) -> Iterator[str]:
+    """The names of the fragments spread anywhere inside a selection set."""
+    stack = [selection_set]
+    while stack:
+        for selection in stack.pop().selections:
+            if isinstance(selection, FragmentSpreadNode):
+                yield selection.name.value
+            elif isinstance(selection, FieldNode | InlineFragmentNode) and selection.selection_set is not None:
+                stack.append(selection.selection_set)
 
 
-def _count_root_fields(selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode],
-                       seen: set[str]) -> int:
+def _fragment_order(fragments: Mapping[str, FragmentDefinitionNode]) -> list[str]:
+    """Fragment names, each after the fragments it spreads (a spread closing a cycle is left out)."""
+    order: list[str] = []
+    done: set[str] = set()
+    for root in fragments:
+        if root in done:
+            continue
+        path = [(root, _spreads(fragments[root].selection_set))]
+        on_path = {root}
+        while path:
+            name, pending = path[-1]
+            for spread in pending:
+                if spread in fragments and spread not in done and spread not in on_path:
+                    path.append((spread, _spreads(fragments[spread].selection_set)))
+                    on_path.add(spread)
+                    break
+            else:
+                path.pop()
+                on_path.discard(name)
+                done.add(name)
+                order.append(name)
+    return order
+
+
+def _measure(selection_set: SelectionSetNode, fragments: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+    """(depth, aliases) of a selection set, counted as strawberry's `QueryDepthLimiter` and `MaxAliasesLimiter`
+    count them: depth is that of the deepest field (its own fields at 0; nothing below an introspection field),
+    aliases are counted as often as they would run (once per spread of their fragment). `fragments` holds the
+    measures of the fragments it spreads; unknown ones count nothing."""
+    depth = aliases = 0
+    stack: list[tuple[SelectionSetNode, int, bool]] = [(selection_set, 0, True)]
+    while stack:
+        current, level, counted = stack.pop()
+        for selection in current.selections:
+            if isinstance(selection, FieldNode):
+                if counted:
+                    depth = max(depth, level)
+                if selection.alias is not None:
+                    aliases += 1
+                if selection.selection_set is not None:
+                    stack.append((selection.selection_set, level + 1,
+                                  counted and not selection.name.value.startswith("__")))
+            elif isinstance(selection, InlineFragmentNode):
+                stack.append((selection.selection_set, level, counted))
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value in fragments:
+                inner_depth, inner_aliases = fragments[selection.name.value]
+                if counted:
+                    depth = max(depth, level + inner_depth)
+                aliases += inner_aliases
+    return depth, aliases
+
+
+def _count_root_fields(selection_set: SelectionSetNode, fragments: Mapping[str, FragmentDefinitionNode]) -> int:
+    """Fields of an operation's root selection (through inline fragments and spreads, each fragment once)."""
     count = 0
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            count += 0 if selection.name.value == "__typename" else 1
-        elif isinstance(selection, InlineFragmentNode):
-            count += _count_root_fields(selection.selection_set, fragments, seen)
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            if name in fragments and name not in seen:
-                seen.add(name)
-                count += _count_root_fields(fragments[name].selection_set, fragments, seen)
+    seen: set[str] = set()
+    stack = [selection_set]
+    while stack:
+        for selection in stack.pop().selections:
+            if isinstance(selection, FieldNode):
+                count += 0 if selection.name.value == "__typename" else 1
+            elif isinstance(selection, InlineFragmentNode):
+                stack.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name in fragments and name not in seen:
+                    seen.add(name)
+                    stack.append(fragments[name].selection_set)
     return count
 
 
@@ -152,34 +228,42 @@ class GraphQLCost:
         root = schema.get_root_type(operation.operation)
         if root is None:
             return 0
-        return self._selection(schema, root, operation.selection_set, fragments, variables, ())
+        # A fragment's cost does not depend on where it is spread (its type condition is its parent): measured
+        # once, so a fragment spread twice at each of n levels costs n measures, not 2**n.
+        measured: dict[str, int] = {}
+        return self._selection(schema, root, operation.selection_set, fragments, variables, (), measured)
 
     def _selection(self, schema: GraphQLSchema, parent: Any, selection_set: SelectionSetNode | None,
                    fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any],
-                   spread: tuple[str, ...]) -> int:
+                   spread: tuple[str, ...], measured: dict[str, int]) -> int:
         if selection_set is None:
             return 0
         total = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                total += self._field(schema, parent, selection, fragments, variables, spread)
+                total += self._field(schema, parent, selection, fragments, variables, spread, measured)
             elif isinstance(selection, InlineFragmentNode):
                 target = parent
                 if selection.type_condition is not None:
                     target = schema.get_type(selection.type_condition.name.value)
-                total += self._selection(schema, target, selection.selection_set, fragments, variables, spread)
+                total += self._selection(schema, target, selection.selection_set, fragments, variables, spread,
+                                         measured)
             elif isinstance(selection, FragmentSpreadNode):
                 name = selection.name.value
                 fragment = fragments.get(name)
-                if fragment is not None and name not in spread:
+                if name in measured:
+                    total += measured[name]
+                elif fragment is not None and name not in spread:
                     target = schema.get_type(fragment.type_condition.name.value)
-                    total += self._selection(schema, target, fragment.selection_set, fragments, variables,
-                                             (*spread, name))
+                    cost = self._selection(schema, target, fragment.selection_set, fragments, variables,
+                                           (*spread, name), measured)
+                    measured[name] = cost
+                    total += cost
         return total
 
     def _field(self, schema: GraphQLSchema, parent: Any, node: FieldNode,
                fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any],
-               spread: tuple[str, ...]) -> int:
+               spread: tuple[str, ...], measured: dict[str, int]) -> int:
         name = node.name.value
         if name.startswith("__") or not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
             return 0
@@ -192,7 +276,8 @@ class GraphQLCost:
         own = self.field_costs.get(coordinate, self.object_cost if composite else self.scalar_cost)
         field_type = definition.type.of_type if isinstance(definition.type, GraphQLNonNull) else definition.type
         size = self._size(node, definition, coordinate, variables) if isinstance(field_type, GraphQLList) else 1
-        children = self._selection(schema, named, node.selection_set, fragments, variables, spread) if composite else 0
+        children = (self._selection(schema, named, node.selection_set, fragments, variables, spread, measured)
+                    if composite else 0)
         return (own * size if composite else own) + size * children
 
     def _size(self, node: FieldNode, definition: GraphQLField, coordinate: str, variables: Mapping[str, Any]) -> int:

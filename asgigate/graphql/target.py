@@ -11,9 +11,9 @@ import asyncio
 import copy
 import functools
 import logging
-from collections import OrderedDict
+import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 from graphql import (
@@ -47,6 +47,7 @@ from ..errors import (
 from ..policy import ResponseHead
 from ..targets.base import Target
 from ..upstream import Upstream
+from ._cache import BoundedCache
 from .backends import BackendCallError
 from .context import GraphQLContext
 from .persisted import RequestError
@@ -68,7 +69,12 @@ logger = logging.getLogger("asgigate.graphql")
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 _CONTENT_TYPES = {GRAPHQL_RESPONSE: b"application/graphql-response+json; charset=utf-8", JSON: b"application/json"}
-_CACHE_SIZE = 512
+# What a parsed document costs in memory, per token (comments included): 150 to 560 bytes measured with
+# graphql-core 3.3 (a document keeps every token, linked, besides its nodes); without a token count, per
+# character of the query, which is at most 350 bytes.
+_BYTES_PER_TOKEN = 600
+_BYTES_PER_CHARACTER = 350
+_NESTED_TOO_DEEPLY = "The document is nested too deeply."
 
 
 class QueryResolver(Protocol):
@@ -105,8 +111,14 @@ class _Prepared(SchemaExtension):
 
 
 class _ErrorLog:
-    """Backend failures are expected: one warning line each. Anything else goes to the schema's own
-    `process_errors` (strawberry logs it with its traceback), after a line naming the request."""
+    """Errors are logged by who caused them, which is what their type says.
+
+    - A `GraphQLError` (raised on purpose by a resolver, by strawberry, or by graphql-core for an argument it
+      could not use) answers the client's request: one INFO line, no traceback, and the client sees its message.
+    - A `BackendCallError` is a backend's failure: one WARNING line.
+    - Any other exception is a bug in the resolver: ERROR, and the schema's own `process_errors` (strawberry logs
+      it with its traceback); the client sees "Internal server error" unless `mask_errors=False`.
+    """
 
     def __init__(self, process: Any) -> None:
         self.process = process
@@ -114,21 +126,34 @@ class _ErrorLog:
     def __call__(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         context = getattr(execution_context, "context", None)
         request_id = context.request_id if isinstance(context, GraphQLContext) else None
-        others = []
+        unexpected = []
         for error in errors:
             original = error.original_error
             if isinstance(original, BackendCallError):
                 logger.warning("request %s: %s at %s (%s)", request_id, original.code, error.path, error.message)
+            elif original is None or isinstance(original, GraphQLError):
+                code = (error.extensions or {}).get("code")
+                logger.info("request %s: GraphQL error%s at %s: %r", request_id, f" {code}" if code else "",
+                            error.path, error.message)
             else:
-                others.append(error)
-        if others:
-            logger.error("request %s: %d resolver error(s)", request_id, len(others))
-            self.process(others, execution_context)
+                unexpected.append(error)
+        if unexpected:
+            logger.error("request %s: %d resolver error(s)", request_id, len(unexpected))
+            self.process(unexpected, execution_context)
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _parse(query: str, max_tokens: int | None) -> DocumentNode:
-    return parse(query, max_tokens=max_tokens)
+class _Request(NamedTuple):
+    """A well-formed GraphQL-over-HTTP request, its query resolved (persisted queries)."""
+
+    query: str
+    variables: Mapping[str, Any] | None
+    operation_name: str | None
+    extensions: Mapping[str, Any] | None
+
+
+# The parameters of a GraphQL-over-HTTP request and the JSON type each must have when present (null is absence).
+_PARAMETERS = (("query", str, "a string"), ("operationName", str, "a string"),
+               ("variables", Mapping, "an object"), ("extensions", Mapping, "an object"))
 
 
 class GraphQL(Target):
@@ -144,6 +169,8 @@ class GraphQL(Target):
       ``"Internal server error"``; they are logged.
     - `context_class`: a `GraphQLContext` subclass to give resolvers more.
     - `remotes`: `RemoteSchema`s composed into the schema; `extend`: `Extend` fields added to its types.
+    - `cache_bytes`: memory for parsed and validated documents, by query text (an estimate that errs high;
+      a document is kept the second time it is seen; 0 turns the cache off).
     """
 
     def __init__(
@@ -163,6 +190,7 @@ class GraphQL(Target):
         context_class: type[GraphQLContext] = GraphQLContext,
         remotes: Sequence[RemoteSchema] = (),
         extend: Sequence[Extend] = (),
+        cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if not isinstance(schema, Schema):
             raise ConfigurationError(f"GraphQL needs a strawberry Schema, got {schema!r}.")
@@ -185,6 +213,8 @@ class GraphQL(Target):
         for item in extend:
             if not isinstance(item, Extend):
                 raise ConfigurationError(f"GraphQL extend= takes Extend objects, got {item!r}.")
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ConfigurationError(f"GraphQL cache_bytes={cache_bytes!r} must be a number of bytes (0: no cache).")
         # A copy: the gateway's extension and a composed graphql-core schema stay off the caller's object.
         self.schema = copy.copy(schema)
         self.remotes = tuple(remotes)
@@ -203,10 +233,14 @@ class GraphQL(Target):
         self._upstreams = [*upstreams, *(remote.upstream for remote in remotes)]
         self._by_name: dict[str, Upstream] | None = None
         self._gateway: Gateway | None = None
-        self._rules = [*specified_rules, *self.limits.rules()]
+        self._rules = [*specified_rules]
         if not introspection:
             self._rules.append(NoSchemaIntrospectionCustomRule)
-        self._validated: OrderedDict[str, list[GraphQLError]] = OrderedDict()
+        # Query text -> its document, or the errors it fails with. Clients choose the keys and each entry's size,
+        # so the bound is in bytes, and one-off queries are not kept at all.
+        self.cache_bytes = cache_bytes
+        self._documents: BoundedCache[str, DocumentNode | list[dict[str, Any]]] = BoundedCache(
+            cache_bytes, admit_on_second_sight=True)
         self.schema.extensions = (*schema.extensions, _Prepared)
         setattr(self.schema, "process_errors", _ErrorLog(self.schema.process_errors))  # noqa: B010
 
@@ -248,10 +282,16 @@ class GraphQL(Target):
             await self._send(exchange, send, 200, b"text/html; charset=utf-8", _graphiql_html())
             return
         media = _negotiate(exchange.headers.get("accept"))
+        # A request that is not a well-formed GraphQL-over-HTTP request (wrong parameter types, no query) is a 400
+        # problem reply under either media type, before anything runs: GET parameters are `bad_request`, a POST
+        # body that is not a GraphQL request `invalid_body` (like one that is not JSON).
+        invalid: type[BadRequest]
         if method == "GET":
             payload: Any = self._get_payload(exchange)
+            invalid = BadRequest
         else:
             payload = await self._post_payload(exchange, receive)
+            invalid = InvalidBody
         loaders: dict[Any, DataLoader[Any, Any]] = {}
         if isinstance(payload, list):
             if not self.batching:
@@ -260,11 +300,13 @@ class GraphQL(Target):
                 raise BadRequest("An empty batch has no operation to run.")
             if self.limits.max_batch is not None and len(payload) > self.limits.max_batch:
                 raise BadRequest(f"A batch may hold at most {self.limits.max_batch} operations.")
-            results = await asyncio.gather(*(self.execute(exchange, item, method=method, loaders=loaders)
-                                             for item in payload))
+            # Every operation is checked before any runs: a malformed one refuses the batch as a whole.
+            requests = [self._request(item, invalid, f"Operation {index} of the batch")
+                        for index, item in enumerate(payload)]
+            results = await asyncio.gather(*(self._run(exchange, request, method, loaders) for request in requests))
             await self._send(exchange, send, 200, _CONTENT_TYPES[media], orjson.dumps([body for body, _ in results]))
             return
-        body, status = await self.execute(exchange, payload, method=method, loaders=loaders)
+        body, status = await self._run(exchange, self._request(payload, invalid), method, loaders)
         await self._send(exchange, send, status if media == GRAPHQL_RESPONSE else 200, _CONTENT_TYPES[media],
                          orjson.dumps(body))
 
@@ -279,7 +321,8 @@ class GraphQL(Target):
 
     def _get_payload(self, exchange: Exchange) -> dict[str, Any]:
         params = exchange.query_params
-        payload: dict[str, Any] = {"query": params.get("query"), "operationName": params.get("operationName")}
+        # An empty operationName is no operationName (GraphQL-over-HTTP, GET).
+        payload: dict[str, Any] = {"query": params.get("query"), "operationName": params.get("operationName") or None}
         for name in ("variables", "extensions"):
             raw = params.get(name)
             if raw:
@@ -329,50 +372,83 @@ class GraphQL(Target):
         loaders: dict[Any, DataLoader[Any, Any]] | None = None,
     ) -> tuple[dict[str, Any], int]:
         """Run one operation of a request; the GraphQL response and the status it gets as
-        application/graphql-response+json (400 for request errors, 200 once execution started)."""
-        context = self.context(exchange, loaders)
+        application/graphql-response+json (400 for request errors, 200 once execution started). A payload that
+        is not a well-formed GraphQL request raises `BadRequest`."""
+        return await self._run(exchange, self._request(payload, BadRequest), method, loaders)
+
+    def _request(self, payload: Any, invalid: type[BadRequest], what: str | None = None) -> _Request | RequestError:
+        """The request's parameters, checked as GraphQL-over-HTTP defines them, and its query resolved; raises
+        `invalid` for a request that is not well-formed, returns the persisted-query protocol's own errors.
+        `what` names the operation of a batch in the messages."""
+        if not isinstance(payload, Mapping):
+            raise invalid(f"{what or 'The request'} is not a JSON object.")
+        for name, kind, described in _PARAMETERS:
+            value = payload.get(name)
+            if value is not None and not isinstance(value, kind):
+                raise invalid(f"{what}: {name} must be {described}." if what else f"{name} must be {described}.")
+        query: str | None = payload.get("query")
+        extensions: Mapping[str, Any] | None = payload.get("extensions")
+        if self.persisted is not None:
+            try:
+                query = self.persisted.resolve(query, extensions, payload)
+            except RequestError as error:
+                return error
+        if not isinstance(query, str):
+            raise invalid(f"{what or 'The request'} has no query.")
+        return _Request(query, payload.get("variables"), payload.get("operationName") or None, extensions)
+
+    async def _run(self, exchange: Exchange, request: _Request | RequestError, method: str,
+                   loaders: dict[Any, DataLoader[Any, Any]] | None) -> tuple[dict[str, Any], int]:
         try:
-            return await self._execute(exchange, context, payload, method)
+            if isinstance(request, RequestError):
+                raise request
+            return await self._execute(exchange, self.context(exchange, loaders), request, method)
         except RequestError as error:
             return {"errors": [{"message": error.message, "extensions": {"code": error.code}}]}, error.status
+        except RecursionError:
+            # A last guard: documents and variables are bounded in depth before anything recursive runs.
+            return {"errors": [{"message": _NESTED_TOO_DEEPLY,
+                                "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]}, 400
 
-    def _document(self, query: str) -> tuple[DocumentNode, list[GraphQLError]]:
+    def _document(self, query: str) -> DocumentNode | list[dict[str, Any]]:
+        """The query's document, or the formatted errors it fails parsing, validation or the limits with."""
+        found = self._documents.get(query)
+        if found is not None:
+            return found
+        checked, size = self._check(query)
+        self._documents.put(query, checked, size)
+        return checked
+
+    def _check(self, query: str) -> tuple[DocumentNode | list[dict[str, Any]], int]:
+        # The query text is held by the cache key and the document's source, and string values copy from it.
+        size = 2 * sys.getsizeof(query)
+        errors: list[GraphQLError]
         try:
-            document = _parse(query, self.limits.max_tokens)
-        except GraphQLSyntaxError as error:
-            raise RequestError(error.message, "GRAPHQL_PARSE_FAILED") from None
-        errors = self._validated.get(query)
-        if errors is None:
-            errors = validate(self.schema._schema, document, self._rules)
-            self._validated[query] = errors
-            if len(self._validated) > _CACHE_SIZE:
-                self._validated.popitem(last=False)
-        return document, errors
+            try:
+                document = parse(query, max_tokens=self.limits.max_tokens)
+            except GraphQLSyntaxError as error:
+                return [{"message": error.message, "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}], size + 256
+            # The spec rules first, the limits only on a valid document: the limits can then rely on every
+            # fragment existing and no spreads forming a cycle.
+            errors = validate(self.schema._schema, document, self._rules) or self.limits.check(document)
+        except RecursionError:
+            errors = [GraphQLError(_NESTED_TOO_DEEPLY)]
+        if errors:
+            formatted = [_formatted(error, "GRAPHQL_VALIDATION_FAILED") for error in errors]
+            # Formatted errors keep no nodes, so the document is not held; dicts take about 8x their JSON.
+            return formatted, size + 8 * len(orjson.dumps(formatted))
+        tokens = getattr(document, "token_count", None)  # graphql-core >= 3.3
+        return document, size + (_BYTES_PER_TOKEN * tokens if isinstance(tokens, int)
+                                 else _BYTES_PER_CHARACTER * len(query))
 
     async def _execute(
-        self, exchange: Exchange, context: GraphQLContext, payload: Any, method: str
+        self, exchange: Exchange, context: GraphQLContext, request: _Request, method: str
     ) -> tuple[dict[str, Any], int]:
-        if not isinstance(payload, Mapping):
-            raise RequestError("A GraphQL request is a JSON object.", "BAD_REQUEST")
-        query = payload.get("query")
-        extensions = payload.get("extensions")
-        variables = payload.get("variables")
-        operation_name = payload.get("operationName")
-        if query is not None and not isinstance(query, str):
-            raise RequestError("query must be a string.", "BAD_REQUEST")
-        if extensions is not None and not isinstance(extensions, Mapping):
-            raise RequestError("extensions must be an object.", "BAD_REQUEST")
-        if variables is not None and not isinstance(variables, Mapping):
-            raise RequestError("variables must be an object.", "BAD_REQUEST")
-        if operation_name is not None and not isinstance(operation_name, str):
-            raise RequestError("operationName must be a string.", "BAD_REQUEST")
-        if self.persisted is not None:
-            query = self.persisted.resolve(query, extensions, payload)
-        if not query:
-            raise RequestError("The request has no query.", "BAD_REQUEST")
-        document, errors = self._document(query)
-        if errors:
-            return {"errors": [_formatted(error, "GRAPHQL_VALIDATION_FAILED") for error in errors]}, 400
+        query, variables, operation_name = request.query, request.variables, request.operation_name
+        checked = self._document(query)
+        if not isinstance(checked, DocumentNode):
+            return {"errors": checked}, 400
+        document = checked
         operation = get_operation_ast(document, operation_name)
         if operation is None:
             detail = f"Unknown operation named {operation_name!r}." if operation_name else \
