@@ -28,6 +28,7 @@ from asgigate import (
     by_client_ip,
 )
 from asgigate.graphql import GraphQL, GraphQLContext, GraphQLCost, GraphQLLimits, PersistedQueries, Safelist
+from asgigate.graphql.protection import MAX_COST
 
 from graphqlbackends import load
 from servers import ThreadServer
@@ -286,6 +287,18 @@ def test_cost_feeds_a_rate_limit(gateway: str) -> None:
     assert second.status_code == 429
     assert second.json()["code"] == "rate_limited"
     assert int(second.headers["retry-after"]) >= 1
+
+
+def test_a_cost_stops_at_max_cost(gateway: str) -> None:
+    """List sizes multiply: a client asking for 2**31 items three levels deep is a cost of 2**93, which no JSON
+    encoder of the gateway wrote (a 500) and no rate limit store takes."""
+    query = "{ items(first: 2147483647) { children(first: 2147483647) { children(first: 2147483647) { id } } } }"
+    refused = post(gateway, "/cost", {"query": query})
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["extensions"] == {"code": "COST_LIMIT_EXCEEDED", "cost": MAX_COST,
+                                                         "maximum": 100}
+    document = parse(query)
+    assert GraphQLCost().measure(schema._schema, document.definitions[0], {}, {}) == MAX_COST == 2**53 - 1  # type: ignore[arg-type]
 
 
 def test_cost_counts_fragments_and_lists_once_per_item() -> None:

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["GraphQLCost", "GraphQLLimits"]
 
 EMPTY: Mapping[str, int] = MappingProxyType({})
+# Costs stop here: list sizes multiply (a client's `first: 2147483647` three levels deep is 2**93), and the cost
+# goes into JSON responses (where larger integers are not exact for many clients) and to rate limit stores.
+MAX_COST = 2**53 - 1
 
 
 def _positive(owner: str, **values: int | None) -> None:
@@ -202,7 +205,8 @@ class GraphQLCost:
     else the size argument's default in the schema, else `list_size`. `maximum` is the per-request budget:
     `mode="enforce"` refuses costlier operations (``COST_LIMIT_EXCEEDED``), ``"measure"`` only reports. The cost
     is put on ``exchange.state["graphql.cost"]``, in the response's ``extensions.cost`` when `expose`, and, with
-    `rate_limit`, charged to that `RateLimit` (a request counts as many hits as its cost).
+    `rate_limit`, charged to that `RateLimit` (a request counts as many hits as its cost). A cost is at most
+    ``MAX_COST`` (2**53 - 1).
     """
 
     maximum: int | None = None
@@ -259,7 +263,7 @@ class GraphQLCost:
                                            (*spread, name), measured)
                     measured[name] = cost
                     total += cost
-        return total
+        return min(MAX_COST, total)
 
     def _field(self, schema: GraphQLSchema, parent: Any, node: FieldNode,
                fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any],
@@ -278,7 +282,7 @@ class GraphQLCost:
         size = self._size(node, definition, coordinate, variables) if isinstance(field_type, GraphQLList) else 1
         children = (self._selection(schema, named, node.selection_set, fragments, variables, spread, measured)
                     if composite else 0)
-        return (own * size if composite else own) + size * children
+        return min(MAX_COST, (own * size if composite else own) + size * children)
 
     def _size(self, node: FieldNode, definition: GraphQLField, coordinate: str, variables: Mapping[str, Any]) -> int:
         for argument in node.arguments or ():
