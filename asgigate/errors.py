@@ -165,11 +165,8 @@ class InvalidRequest(BadRequest):
         headers: dict[str, str] | None = None,
         internal: str | None = None,
     ) -> None:
-        merged = dict(headers) if headers else {}
         challenge = self.default_challenge if challenge is None else challenge
-        if challenge and "www-authenticate" not in {name.lower() for name in merged}:
-            merged["www-authenticate"] = challenge
-        super().__init__(detail, headers=merged, internal=internal)
+        super().__init__(detail, headers=_challenged(headers, challenge), internal=internal)
 
 
 class Unauthorized(ClientError):
@@ -188,11 +185,7 @@ class Unauthorized(ClientError):
         headers: dict[str, str] | None = None,
         internal: str | None = None,
     ) -> None:
-        merged = dict(headers) if headers else {}
-        challenge = challenge or self.default_challenge
-        if challenge and "www-authenticate" not in {name.lower() for name in merged}:
-            merged["www-authenticate"] = challenge
-        super().__init__(detail, headers=merged, internal=internal)
+        super().__init__(detail, headers=_challenged(headers, challenge or self.default_challenge), internal=internal)
 
 
 class InvalidToken(Unauthorized):
@@ -450,3 +443,11 @@ class ClientDisconnected(OSError):
     request's reason, logs it at DEBUG, and makes no second attempt to answer. An `OSError`, as the ASGI
     specification asks of a server's own send-after-disconnect error.
     """
+
+
+def _challenged(headers: dict[str, str] | None, challenge: str | None) -> dict[str, str]:
+    """`headers` with `challenge` as `WWW-Authenticate`, unless they carry one already."""
+    merged = dict(headers) if headers else {}
+    if challenge and "www-authenticate" not in {name.lower() for name in merged}:
+        merged["www-authenticate"] = challenge
+    return merged
