@@ -20,16 +20,18 @@ from ..errors import ConfigurationError
 from ._redis_wire import RedisWire
 
 if TYPE_CHECKING:
-    from limits.aio.storage import MemoryStorage, Storage
+    from limits.aio.storage import Storage
 
     from ..metrics import Metrics
+    from ._ratelimit_memory import MemoryCounters
 
-__all__ = ["FixedWindowCounters", "OnFailure", "RateLimitStore", "require_limits"]
+__all__ = ["OnFailure", "RateLimitStore", "require_limits"]
 
 logger = logging.getLogger("asgigate.ratelimit")
 
 OnFailure = Literal["local", "open", "closed"]
 T = TypeVar("T")
+MEMORY_MAX_BYTES = 64 * 1024 * 1024
 
 
 def require_limits() -> None:
@@ -40,46 +42,6 @@ def require_limits() -> None:
         raise ConfigurationError(
             "rate limits need the 'limits' package: pip install 'asgigate[ratelimit]'"
         ) from None
-
-
-class FixedWindowCounters:
-    """Fixed-window counters of the memory store: a dict of [count, window end], no lock and no await.
-
-    The event loop runs one request at a time between awaits, so a read-modify-write without an await in it is
-    atomic: the cheapest exact counter a single process can have (the hot path of a memory rate limit).
-    """
-
-    __slots__ = ("_counters", "_sweep_at")
-
-    def __init__(self) -> None:
-        self._counters: dict[str, list[float]] = {}
-        self._sweep_at = 0.0
-
-    def hit(self, key: str, expiry: float, cost: int, now: float) -> tuple[int, float]:
-        """Add `cost` to the key's counter; (the count, the window's end as a Unix time)."""
-        entry = self._counters.get(key)
-        if entry is None or entry[1] <= now:
-            if now >= self._sweep_at:
-                self._sweep(now)
-            entry = self._counters[key] = [0, now + expiry]
-        entry[0] += cost
-        return int(entry[0]), entry[1]
-
-    def get(self, key: str, now: float) -> tuple[int, float]:
-        entry = self._counters.get(key)
-        if entry is None or entry[1] <= now:
-            return 0, now
-        return int(entry[0]), entry[1]
-
-    def clear(self, key: str) -> None:
-        self._counters.pop(key, None)
-
-    def _sweep(self, now: float) -> None:
-        # expired windows are dropped at most once a second, when a new window starts anyway
-        self._sweep_at = now + 1.0
-        expired = [key for key, (_, end) in self._counters.items() if end <= now]
-        for key in expired:
-            del self._counters[key]
 
 
 async def _load_scripts(storage: Storage) -> None:
@@ -134,7 +96,8 @@ def _warmed_up(operation: Callable[[Storage], Awaitable[T]]) -> Callable[[Storag
 
 # options RedisWire understands as coredis does; any other option is for `limits`' client alone
 _WIRE_OPTIONS = frozenset({"key_prefix", "username", "password", "ssl_context"})
-_SETTINGS = frozenset({"uri", "timeout", "connect_timeout", "on_failure", "retry_interval", "options", "remote"})
+_SETTINGS = frozenset({"uri", "timeout", "connect_timeout", "on_failure", "retry_interval", "options", "remote",
+                       "max_bytes"})
 
 StoreListener = Callable[["RateLimitStore", bool], None]
 
@@ -149,13 +112,16 @@ class RateLimitStore:
     bounds every store call (seconds), except the first one of a new client, which connects and loads the
     scripts (`connect_timeout`). `on_failure` says what a request does while the
     store is unavailable: ``"local"`` counts in this process's memory instead, ``"open"`` admits it uncounted,
-    ``"closed"`` refuses it (503). For metrics: `healthy`, `outages` (times it went down), `failures` (failed
-    calls), `fallbacks` (decisions made without it), `last_error`, and `on_change(store, healthy)`, called
-    at every transition.
+    ``"closed"`` refuses it (503). `max_bytes` bounds the memory the counters of this process take (the memory
+    store's, or the fallback's): past it the least recently used are dropped. For metrics: `healthy`, `outages`
+    (times it went down), `failures` (failed calls), `fallbacks` (decisions made without it), `evictions`
+    (counters dropped to stay within `max_bytes`), `last_error`, and `on_change(store, healthy)`, called at
+    every transition.
     """
 
     __slots__ = (
         "_fallback",
+        "_fallback_evictions",
         "_loop",
         "_probe",
         "_storage",
@@ -167,6 +133,7 @@ class RateLimitStore:
         "fallbacks",
         "healthy",
         "last_error",
+        "max_bytes",
         "on_change",
         "on_failure",
         "options",
@@ -190,9 +157,12 @@ class RateLimitStore:
         retry_interval: float = 1.0,
         options: Mapping[str, Any] | None = None,
         on_change: StoreListener | None = None,
+        max_bytes: int = MEMORY_MAX_BYTES,
     ) -> None:
         require_limits()
         from limits._storage_scheme import SCHEMES
+
+        from ._ratelimit_memory import MemoryCounters
 
         scheme = urllib.parse.urlsplit(uri).scheme
         full = uri if scheme.startswith("async+") else f"async+{uri}"
@@ -203,6 +173,8 @@ class RateLimitStore:
             raise ConfigurationError(f"rate limit store on_failure={on_failure!r}: use 'local', 'open' or 'closed'.")
         if not timeout > 0 or not connect_timeout > 0 or not retry_interval > 0:
             raise ConfigurationError("rate limit store timeouts and retry_interval must be > 0 seconds.")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 64 * 1024:
+            raise ConfigurationError(f"rate limit store max_bytes={max_bytes!r}: give at least 65536 bytes.")
         if on_change is not None and not callable(on_change):
             raise ConfigurationError(f"rate limit store on_change={on_change!r} is not callable.")
         self.uri = full
@@ -213,15 +185,17 @@ class RateLimitStore:
         self.options = MappingProxyType(dict(options or {}))
         self.remote = not full.startswith("async+memory:")
         self.on_change = on_change
+        self.max_bytes = max_bytes
         self.healthy = True
         self.outages = 0
         self.failures = 0
         self.last_error: str | None = None
         self.fallbacks = 0
         self._storage: Storage | None = None
-        self._fallback: MemoryStorage | None = None
-        # the memory store's fixed windows are counted here, without the storage's locks and awaits
-        self.counters = FixedWindowCounters() if not self.remote else None
+        self._fallback: MemoryCounters | None = None
+        self._fallback_evictions = 0  # of fallbacks of event loops gone
+        # the memory store: every strategy counted here, the fixed windows without an await
+        self.counters = MemoryCounters(max_bytes) if not self.remote else None
         # a standalone Redis counts fixed windows through RedisWire (a few µs instead of coredis' ~200 µs of CPU)
         self.wire = self._new_wire()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -239,6 +213,12 @@ class RateLimitStore:
     @property
     def down(self) -> bool:
         return not self.healthy
+
+    @property
+    def evictions(self) -> int:
+        """Counters dropped from this process's memory to stay within `max_bytes`."""
+        memory = self.counters if self.counters is not None else self._fallback
+        return self._fallback_evictions + (memory.evictions if memory is not None else 0)
 
     def _new_wire(self) -> RedisWire | None:
         if not RedisWire.supports(self.uri) or not set(self.options) <= _WIRE_OPTIONS:
@@ -325,25 +305,34 @@ class RateLimitStore:
 
     def storage(self) -> Storage:
         """The storage client, created on first use in the running event loop (clients belong to one loop)."""
+        if self.counters is not None:
+            return self.counters
         loop = asyncio.get_running_loop()
         if self._storage is None or self._loop is not loop:
             self._storage = self._new_storage()
             self._warm = False
             self._warming = asyncio.Lock()
-            self._fallback = None
+            self._drop_fallback()
             self._probe = None
             self._loop = loop
             if not self.healthy:  # it failed in another event loop: probe it in this one
                 self._start_probe()
         return self._storage
 
-    def fallback(self) -> MemoryStorage:
+    def fallback(self) -> Storage:
+        if self.counters is not None:
+            return self.counters
         if self._fallback is None or self._loop is not asyncio.get_running_loop():
-            from limits.aio.storage import MemoryStorage
+            from ._ratelimit_memory import MemoryCounters
 
             self.storage()
-            self._fallback = MemoryStorage()
+            self._fallback = MemoryCounters(self.max_bytes)
         return self._fallback
+
+    def _drop_fallback(self) -> None:
+        if self._fallback is not None:
+            self._fallback_evictions += self._fallback.evictions
+            self._fallback = None
 
     async def call(self, operation: Callable[[Storage], Awaitable[T]]) -> tuple[T | None, bool]:
         """Run `operation` on the store; (result, True) or, while the store is unavailable, (None, False)."""
@@ -449,7 +438,7 @@ class RateLimitStore:
             return
         storage, self._storage = self._storage, None
         self._loop = None
-        self._fallback = None
+        self._drop_fallback()
         self._warm = False
         self._warming = None
         closing = None
@@ -475,7 +464,8 @@ class RateLimitStore:
         return f"{parts.scheme}://{hosts}"
 
     def _fields(self) -> tuple[Any, ...]:
-        return (self.uri, self.timeout, self.connect_timeout, self.on_failure, self.retry_interval, dict(self.options))
+        return (self.uri, self.timeout, self.connect_timeout, self.on_failure, self.retry_interval, dict(self.options),
+                self.max_bytes)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RateLimitStore) and self._fields() == other._fields()
@@ -485,10 +475,11 @@ class RateLimitStore:
 
 
     def __repr__(self) -> str:
+        size = f", max_bytes={self.max_bytes}" if self.max_bytes != MEMORY_MAX_BYTES else ""
         if not self.remote:
-            return "RateLimitStore('memory://')"
+            return f"RateLimitStore('memory://'{size})"
         return (f"RateLimitStore({self.display()!r}, timeout={self.timeout}, on_failure={self.on_failure!r}, "
-                f"retry_interval={self.retry_interval})")
+                f"retry_interval={self.retry_interval}{size})")
 
 
 async def _close_clients(storage: Storage, name: str) -> None:
@@ -538,4 +529,7 @@ def register_store_metrics(metrics: Metrics, store: RateLimitStore) -> None:
     metrics.counter(f"{p}ratelimit_store_fallbacks_total",
                     "Decisions made without the store (by on_failure) while it was down.",
                     ["store"], read=lambda: {label: store.fallbacks})
+    metrics.counter(f"{p}ratelimit_store_evictions_total",
+                    "Counters dropped from this process's memory (the memory store's or the fallback's) to stay "
+                    "within max_bytes.", ["store"], read=lambda: {label: store.evictions})
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from ._ratelimit_keys import (
     by_subject,
 )
 from ._ratelimit_limits import STRATEGIES, Limit, LimitsLike, Plan, Strategy, as_limits, limiter, window_text
-from ._ratelimit_store import FixedWindowCounters, RateLimitStore, register_store_metrics
+from ._ratelimit_store import RateLimitStore, register_store_metrics
 from ._redis_wire import RedisWire
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..metrics import Metrics
     from ..policy import ResponseHead
+    from ._ratelimit_memory import MemoryCounters
 
 __all__ = [
     "ConcurrencyLimit",
@@ -64,6 +66,15 @@ _HEADER_NAMES = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limi
 _time = time.time
 _names: collections.Counter[str] = collections.Counter()
 _default_store: list[RateLimitStore] = []  # one memory store for every RateLimit without its own, made on first use
+
+
+# Key values longer than this are counted by their digest: what a client sends (a header, a token's subject) then
+# costs the same few bytes in every counter key, in memory and in Redis, however long it is.
+MAX_KEY_VALUE = 64
+
+
+def _digest(value: str) -> str:
+    return "#" + hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _memory_store() -> RateLimitStore:
@@ -115,7 +126,7 @@ def _header_pairs(
 
 
 async def _hit(
-    storage: Storage, limit: Limit, ids: str, cost: int, fast: FixedWindowCounters | None, resets: dict[str, float],
+    storage: Storage, limit: Limit, ids: str, cost: int, fast: MemoryCounters | None, resets: dict[str, float],
     wire: RedisWire | None = None,
 ) -> _Outcome:
     if limit.calendar:
@@ -148,7 +159,7 @@ async def _hit(
 
 
 async def _hit_calendar(
-    storage: Storage, limit: Limit, ids: str, cost: int, fast: FixedWindowCounters | None, wire: RedisWire | None,
+    storage: Storage, limit: Limit, ids: str, cost: int, fast: MemoryCounters | None, wire: RedisWire | None,
 ) -> _Outcome:
     """A fixed window of the UTC calendar: the period's start is in the key, so every key turns over together."""
     now = time.time()
@@ -163,7 +174,7 @@ async def _hit_calendar(
 
 
 async def _hit_all(
-    storage: Storage, limits: Sequence[Limit], ids: str, cost: int, fast: FixedWindowCounters | None,
+    storage: Storage, limits: Sequence[Limit], ids: str, cost: int, fast: MemoryCounters | None,
     resets: dict[str, float], wire: RedisWire | None, stop_on_refusal: bool,
 ) -> list[_Outcome]:
     """One request's hits on its limits, shortest window first, until one refuses (unless refusals only count)."""
@@ -260,7 +271,7 @@ class RateLimit(Policy):
         self._resets: dict[str, float] = {}  # window ends of remote fixed windows, so INCR is the only call
         self._fallback_resets: dict[str, float] = {}  # the same, for the fallback while the store is down
         counters = self.store.counters
-        self._one: tuple[Limit, str, str, FixedWindowCounters] | None = None
+        self._one: tuple[Limit, str, str, MemoryCounters] | None = None
         if counters is not None and self._simple_ids and len(self.limits) == 1 and self._fixed_only[None]:
             limit = self.limits[0]
             self._one = (limit, limit._key_head + self._simple_ids, limit._key_tail, counters)
@@ -294,6 +305,8 @@ class RateLimit(Policy):
 
     async def on_request(self, exchange: Exchange, cost: int | None = None) -> Response | None:
         value = self._key_function(exchange)
+        if value is not None and len(value) > MAX_KEY_VALUE:
+            value = _digest(value)
         one = self._one
         if one is not None and value is not None and cost is None:
             # The common case (memory store, one fixed-window limit, no plans, no per-route counters): one counter
@@ -434,6 +447,8 @@ class RateLimit(Policy):
     # --- inspect and reset, for admin endpoints and tests ---------------------------------------------------
 
     def _admin(self, value: str, route: str | None, plan: str | None) -> tuple[str, tuple[Limit, ...]]:
+        if len(value) > MAX_KEY_VALUE:
+            value = _digest(value)
         if self.plan is None:
             return self._ids(value, route, None), self.limits
         plan = plan or self.default_plan
@@ -444,20 +459,13 @@ class RateLimit(Policy):
     async def usage(self, value: str, *, route: str | None = None, plan: str | None = None) -> list[LimitUsage]:
         """What is left of each limit for one key value (``await limit.usage("203.0.113.7")``)."""
         ids, limits = self._admin(value, route, plan)
-        counters = self.store.counters
 
         async def read(storage: Storage) -> list[LimitUsage]:
             found = []
             for limit in limits:
                 if limit.calendar:
-                    now = time.time()
-                    key, end = limit._calendar_key(ids, now)
-                    count = counters.get(key, now)[0] if counters is not None else await storage.get(key)
-                    found.append(LimitUsage(limit, max(0, limit.amount - count), end))
-                    continue
-                if counters is not None and limit.strategy == "fixed-window":
-                    count, reset = counters.get(limit._key_head + ids + limit._key_tail, time.time())
-                    found.append(LimitUsage(limit, max(0, limit.amount - count), reset))
+                    key, end = limit._calendar_key(ids, time.time())
+                    found.append(LimitUsage(limit, max(0, limit.amount - await storage.get(key)), end))
                     continue
                 stats = await limiter(limit.strategy, storage).get_window_stats(limit._item, ids)
                 found.append(LimitUsage(limit, stats.remaining, stats.reset_time))
@@ -469,18 +477,11 @@ class RateLimit(Policy):
     async def reset(self, value: str, *, route: str | None = None, plan: str | None = None) -> None:
         """Forget the counters of one key value, as if it had made no request."""
         ids, limits = self._admin(value, route, plan)
-        counters = self.store.counters
 
         async def clear(storage: Storage) -> None:
             for limit in limits:
                 if limit.calendar:
-                    key = limit._calendar_key(ids, time.time())[0]
-                    if counters is not None:
-                        counters.clear(key)
-                    else:
-                        await storage.clear(key)
-                elif counters is not None and limit.strategy == "fixed-window":
-                    counters.clear(limit._key_head + ids + limit._key_tail)
+                    await storage.clear(limit._calendar_key(ids, time.time())[0])
                 else:
                     await limiter(limit.strategy, storage).clear(limit._item, ids)
 
