@@ -69,9 +69,10 @@ def by_client_network(*, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> Key:
         prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
         full = 32 if ip.version == 4 else 128
         value = str(ip) if prefix == full else str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-        if len(cache) >= 4096:  # a small memo of recent clients; formatting is the costly part
-            cache.clear()
-        cache[address] = value
+        if len(address) <= 45:  # a small memo of recent clients (formatting is the costly part), of plain
+            if len(cache) >= 4096:  # addresses only: an IPv6 zone ("fe80::1%...") can be as long as a header
+                cache.clear()
+            cache[address] = value
         return value
 
     if (ipv4_prefix, ipv6_prefix) == (32, 64):

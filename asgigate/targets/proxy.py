@@ -264,7 +264,7 @@ class Proxy(Target):
         method_bytes = _METHODS.get(method)
         if method_bytes is None:
             method_bytes = method.encode("latin-1")
-            if len(_METHODS) < 64:
+            if len(_METHODS) < 64 and len(method) <= 32:  # a few known methods, never what a client makes up
                 _METHODS[method] = method_bytes
         response: UpstreamResponse = await pool.request(
             method_bytes,
@@ -377,7 +377,9 @@ def _add_forwarding(
     peer: str | None = client[0] if client else None
     scheme: str = scope.get("scheme", "http")
     key = (peer, scheme, host, x_forwarded, forwarded)
-    if not prior:
+    # A host name has at most 253 characters and an address 45: a longer Host (or peer) is not worth keeping,
+    # and would let each cached entry hold kilobytes a client chose.
+    if not prior and len(host) <= _CACHED_HOST and (peer is None or len(peer) <= 64):
         # Without trusted incoming values the headers depend only on these few inputs: build them once.
         cached = _FORWARDING_CACHE.get(key)
         if cached is None:
@@ -391,6 +393,7 @@ def _add_forwarding(
 
 
 _FORWARDING_CACHE: dict[tuple[str | None, str, bytes, bool, bool], tuple[tuple[bytes, bytes], ...]] = {}
+_CACHED_HOST = 260  # a DNS name (253), a colon and a port
 
 
 def _forwarding_headers(
