@@ -1,4 +1,5 @@
-"""A least-recently-used cache bounded by bytes, for what client input fills (documents, persisted queries).
+"""A least-recently-used cache bounded by bytes, for what client input fills (documents, persisted queries,
+verified tokens, decisions, sessions).
 
 An entry count alone does not bound memory when the client chooses each entry's size: 512 cached documents of
 10,000 tokens each are gigabytes. Each entry is charged its size (in bytes, or an estimate that errs high), and
@@ -7,14 +8,15 @@ the least recently used entries go once the total passes `max_bytes`.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
-from collections.abc import Hashable
-from typing import Generic, TypeVar
+from collections.abc import Hashable, Mapping
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-__all__ = ["BoundedCache"]
+__all__ = ["BoundedCache", "json_size"]
 
 
 class BoundedCache(Generic[K, V]):
@@ -86,3 +88,19 @@ class BoundedCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def json_size(value: Any) -> int:
+    """The memory a JSON-like value takes (dicts, lists, strings, numbers): what parsing a token's claims or an
+    answer made of its bytes, which can be twenty times their length (``[{}, {}, ...]``)."""
+    total = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        total += sys.getsizeof(item)
+        if isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            pending.extend(item)
+    return total

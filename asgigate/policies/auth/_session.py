@@ -13,8 +13,10 @@ import binascii
 import hashlib
 import os
 import secrets
+import sys
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeGuard, runtime_checkable
@@ -23,6 +25,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..._cache import json_size
 from ...errors import ConfigurationError
 
 __all__ = ["CookieSessions", "MemorySessions", "Session", "SessionCipher", "SessionStore", "SharedSessionStore"]
@@ -121,6 +124,12 @@ class Session:
         return Session(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
+def session_size(session: Session) -> int:
+    """The memory a session takes: its tokens (the IdP's, often kilobytes each) and claims, and the objects."""
+    tokens = (session.id, session.id_token, session.access_token, session.refresh_token)
+    return 600 + sum(sys.getsizeof(token) for token in tokens if token is not None) + json_size(session.claims)
+
+
 def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -196,41 +205,62 @@ class CookieSessions:
 class MemorySessions:
     """Sessions in this process's memory: fine for one replica; they are lost when the gateway restarts.
 
-    Bounded by `max_sessions` (the oldest session is dropped first); expired entries are dropped when read.
-    Every request of a session shares one `Session` object, so a refresh is seen by all of them at once.
+    Bounded by `max_sessions` and by `max_bytes`, the memory their tokens and claims take (the oldest session is
+    dropped first); expired entries are dropped when read. Every request of a session shares one `Session`
+    object, so a refresh is seen by all of them at once.
     """
 
-    def __init__(self, max_sessions: int = 100_000, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_sessions: int = 100_000, *, max_bytes: int = 256 * 1024 * 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if max_sessions < 1:
             raise ConfigurationError("MemorySessions max_sessions must be at least 1.")
+        if max_bytes < 1:
+            raise ConfigurationError("MemorySessions max_bytes must be at least 1.")
         self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
         self._clock = clock
-        self._sessions: dict[str, tuple[Session, float]] = {}
+        # oldest first: session id -> (session, expiry, size charged)
+        self._sessions: OrderedDict[str, tuple[Session, float, int]] = OrderedDict()
+        self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        """The memory charged for the sessions kept."""
+        return self._bytes
 
     async def get(self, session_id: str) -> Session | None:
         entry = self._sessions.get(session_id)
         if entry is None:
             return None
         if self._clock() >= entry[1]:
-            del self._sessions[session_id]
+            self._drop(session_id)
             return None
         return entry[0]
 
     async def set(self, session: Session, ttl: float) -> None:
-        self._sessions.pop(session.id, None)
-        if len(self._sessions) >= self.max_sessions:
-            del self._sessions[next(iter(self._sessions))]
-        self._sessions[session.id] = (session, self._clock() + ttl)
+        self._drop(session.id)
+        size = session_size(session)
+        self._sessions[session.id] = (session, self._clock() + ttl, size)
+        self._bytes += size
+        sessions = self._sessions
+        while len(sessions) > self.max_sessions or (self._bytes > self.max_bytes and len(sessions) > 1):
+            self._bytes -= sessions.popitem(last=False)[1][2]
 
     async def touch(self, session: Session, ttl: float) -> None:
-        if session.id in self._sessions:
-            self._sessions[session.id] = (self._sessions[session.id][0], self._clock() + ttl)
+        entry = self._sessions.get(session.id)
+        if entry is not None:
+            self._sessions[session.id] = (entry[0], self._clock() + ttl, entry[2])
 
     async def delete(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        self._drop(session_id)
+
+    def _drop(self, session_id: str) -> None:
+        entry = self._sessions.pop(session_id, None)
+        if entry is not None:
+            self._bytes -= entry[2]
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def __repr__(self) -> str:
-        return f"MemorySessions(max_sessions={self.max_sessions})"
+        return f"MemorySessions(max_sessions={self.max_sessions}, max_bytes={self.max_bytes})"

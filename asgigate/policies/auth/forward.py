@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..._cache import BoundedCache
 from ...errors import BadRequest, ConfigurationError, Forbidden, PayloadTooLarge, Unauthorized, UpstreamUnavailable
 from ...exchange import Exchange
 from ...policy import ASGIApp, Message, Policy, Receive, Scope, Send
@@ -47,7 +49,8 @@ class ForwardAuth(Policy):
     closed at shutdown); `path` the URL path to call. `send` names the request headers it receives
     (``authorization`` and ``cookie`` by default; one of them sent twice is 400 `invalid_request`, except
     ``cookie``, whose lines are joined); `copy` the headers of its 2xx answer set on the upstream request.
-    `cache_ttl` (0: off) caches decisions; `fail_open` lets requests through when it cannot answer.
+    `cache_ttl` (0: off) caches decisions, at most `cache_size` of them in `cache_bytes` (the memory the copied
+    headers take); `fail_open` lets requests through when it cannot answer.
     `body` (bytes, 0: off) forwards request bodies up to that size (larger ones get 413).
     """
 
@@ -66,6 +69,7 @@ class ForwardAuth(Policy):
         copy: Iterable[str] = (),
         cache_ttl: float = 0.0,
         cache_size: int = 10_000,
+        cache_bytes: int = 32 * 1024 * 1024,
         fail_open: bool = False,
         body: int = 0,
         timeout: float | httpx.Timeout | None = None,
@@ -84,15 +88,20 @@ class ForwardAuth(Policy):
                 raise ConfigurationError(f"ForwardAuth header name {name!r} is not a valid header name.")
         if isinstance(body, bool) or not isinstance(body, int) or body < 0:
             raise ConfigurationError(f"ForwardAuth body={body!r} must be a size in bytes (0: no body).")
+        if cache_size < 0 or cache_bytes < 0:
+            raise ConfigurationError("ForwardAuth cache_size and cache_bytes must not be negative.")
         self.body = body
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self.fail_open = fail_open
         self.timeout = timeout
         self._clock = clock
         self._copy_bytes = [name.encode() for name in self.copy]
-        # Shared decision cache, not per-request state.
-        self._decisions: dict[bytes, tuple[Decision, float]] = {}
+        # Shared decision cache, not per-request state: keyed by a digest, but a decision holds the headers the
+        # service answered (which may repeat what the client sent), so it is bounded by bytes too.
+        self._decisions: BoundedCache[bytes, tuple[Decision, float]] = BoundedCache(
+            cache_bytes if cache_size and cache_ttl > 0 else 0, max_entries=cache_size or None)
 
     def _cache_key(self, exchange: Exchange, sent: dict[str, str], body: bytes | None) -> bytes:
         identity = exchange.identity
@@ -117,9 +126,7 @@ class ForwardAuth(Policy):
         else:
             decision = await self._ask(exchange, sent, body)
             if key is not None and decision[0] in (200, 401, 403):
-                if len(self._decisions) >= self.cache_size:
-                    del self._decisions[next(iter(self._decisions))]
-                self._decisions[key] = (decision, self._clock() + self.cache_ttl)
+                self._decisions.put(key, (decision, self._clock() + self.cache_ttl), _size(decision))
         status, copied, challenge = decision
         if status == 200:
             replace_headers(exchange, self._copy_bytes, copied)
@@ -207,6 +214,12 @@ class ForwardAuth(Policy):
         if self.body:
             parts.append(f"body={self.body}")
         return f"ForwardAuth({', '.join(parts)})"
+
+
+def _size(decision: Decision) -> int:
+    """What a cached decision takes: its copied headers and challenge, and about 500 bytes for the entry."""
+    _, copied, challenge = decision
+    return 512 + sum(sys.getsizeof(name) + sys.getsizeof(value) + 64 for name, value in copied) + len(challenge or "")
 
 
 class _ForwardAuthWithBody(ForwardAuth):

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from ..._cache import BoundedCache, json_size
 from ...errors import ConfigurationError, InvalidToken, UpstreamUnavailable
 from ._discovery import discover_endpoint
 from ._oauth import AUTH_METHODS, form_post, require_authlib
@@ -37,7 +38,9 @@ class IntrospectionAuth(Authenticator):
     `endpoint` is the introspection URL; without it, it is read from the issuer's discovery document
     (``introspection_endpoint``). The gateway authenticates with HTTP Basic (`auth_method="client_secret_basic"`)
     or form fields (``"client_secret_post"``). `audience`, when given, must be in the response's `aud`;
-    `issuer`, when the response names one, must match. `token_from` is as for `BearerAuth`.
+    `issuer`, when the response names one, must match. `token_from` is as for `BearerAuth`. Active tokens are
+    cached for `cache_ttl` seconds, at most `cache_size` of them in `cache_bytes` (the memory their answers take),
+    least recently used first out.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class IntrospectionAuth(Authenticator):
         optional: bool = False,
         cache_ttl: float = 60.0,
         cache_size: int = 10_000,
+        cache_bytes: int = 32 * 1024 * 1024,
         timeout: float | httpx.Timeout = 5.0,
         max_token_bytes: int = 8192,
         clock: Callable[[], float] = time.time,
@@ -66,6 +70,8 @@ class IntrospectionAuth(Authenticator):
             raise ConfigurationError("IntrospectionAuth auth_method is 'client_secret_basic' or 'client_secret_post'.")
         if not client_id or not client_secret:
             raise ConfigurationError("IntrospectionAuth needs the gateway's client_id and client_secret.")
+        if cache_size < 0 or cache_bytes < 0:
+            raise ConfigurationError("IntrospectionAuth cache_size and cache_bytes must not be negative.")
         self.endpoint = endpoint
         self.issuer = issuer
         self.audience = (audience,) if isinstance(audience, str) else tuple(audience) if audience else ()
@@ -78,12 +84,16 @@ class IntrospectionAuth(Authenticator):
         self.optional = optional
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self.timeout = timeout
         self.max_token_bytes = max_token_bytes
         self._clock = clock
         # Shared caches, not per-request state.
         self._discovered: str | None = endpoint
-        self._active: dict[bytes, tuple[Identity, float]] = {}
+        # the introspection answers of active tokens, by the token's digest: the answer's size is the IdP's, the
+        # number of tokens a client's, so the cache is bounded by both
+        self._active: BoundedCache[bytes, tuple[Identity, float]] = BoundedCache(
+            cache_bytes if cache_size and cache_ttl > 0 else 0, max_entries=cache_size or None)
 
     async def authenticate(self, exchange: Exchange) -> Identity | None:
         token = read_token(exchange, self._sources)
@@ -100,16 +110,13 @@ class IntrospectionAuth(Authenticator):
         if cached is not None:
             if now < cached[1]:
                 return cached[0]
-            del self._active[digest]
+            self._active.pop(digest)
         answer = await self._introspect(token)
         identity = self._identity(answer, now)
         until = now + self.cache_ttl
         if identity.expires_at is not None:
             until = min(until, identity.expires_at)
-        if self.cache_size and self.cache_ttl > 0:
-            if len(self._active) >= self.cache_size:
-                del self._active[next(iter(self._active))]
-            self._active[digest] = (identity, until)
+        self._active.put(digest, (identity, until), json_size(identity.claims) + 1024)
         return identity
 
     def _identity(self, answer: Mapping[str, Any], now: float) -> Identity:

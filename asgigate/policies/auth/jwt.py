@@ -13,6 +13,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
+import sys
 import time
 from base64 import urlsafe_b64decode
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,7 @@ import httpx
 from joserfc import jws
 from joserfc.errors import JoseError
 
+from ..._cache import BoundedCache, json_size
 from ...errors import ConfigurationError, ExpiredToken, InvalidToken
 from ._jwks import KEY_TYPES, KeyInput, RemoteKeys, StaticKeys
 from .base import Authenticator, Identity, read_token, scopes_of, token_sources, with_error
@@ -53,8 +55,9 @@ class BearerAuth(Authenticator):
     header type (``"at+jwt"`` for RFC 9068 access tokens). `token_from` is where the token is read:
     ``"header"`` (``Authorization: Bearer``), ``"header:X-Token"``, ``"cookie:access_token"``,
     ``"query:access_token"``; a request with a token in more than one of them, or one of them twice, is
-    refused with 400 `invalid_request`. `max_token_bytes` refuses larger tokens before any parsing; `cache_size` bounds
-    the verified-token cache.
+    refused with 400 `invalid_request`. `max_token_bytes` refuses larger tokens before any parsing; `cache_size`
+    (entries) and `cache_bytes` (the memory its tokens and their claims take) bound the verified-token cache,
+    least recently used first out.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class BearerAuth(Authenticator):
         optional: bool = False,
         max_token_bytes: int = 8192,
         cache_size: int = 10_000,
+        cache_bytes: int = 32 * 1024 * 1024,
         jwks_ttl: float = 600.0,
         min_refresh_interval: float = 30.0,
         timeout: float | httpx.Timeout = 5.0,
@@ -96,8 +100,9 @@ class BearerAuth(Authenticator):
             )
         if keys is not None and jwks_uri is not None:
             raise ConfigurationError("BearerAuth takes keys= or jwks_uri=, not both.")
-        if leeway < 0 or max_token_bytes < 64 or cache_size < 0:
-            raise ConfigurationError("BearerAuth leeway, max_token_bytes and cache_size must be sensible values.")
+        if leeway < 0 or max_token_bytes < 64 or cache_size < 0 or cache_bytes < 0:
+            raise ConfigurationError(
+                "BearerAuth leeway, max_token_bytes, cache_size and cache_bytes must be sensible values.")
         self.issuer = issuer
         self.audience = audiences
         self.algorithms = allowed
@@ -111,6 +116,7 @@ class BearerAuth(Authenticator):
         self.optional = optional
         self.max_token_bytes = max_token_bytes
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self._keys: StaticKeys | RemoteKeys = (
             StaticKeys(keys) if keys is not None
             else RemoteKeys(issuer, jwks_uri=jwks_uri, ttl=jwks_ttl, min_refresh_interval=min_refresh_interval,
@@ -119,8 +125,10 @@ class BearerAuth(Authenticator):
         self._registry = jws.JWSRegistry(algorithms=list(allowed), strict_check_header=False)
         self._registry.max_header_length = self._registry.max_payload_length = max_token_bytes
         self._clock = clock
-        # Shared cache of verified tokens (token -> identity), bounded; not per-request state.
-        self._verified: dict[str, Identity] = {}
+        # Shared cache of verified tokens (token -> identity), not per-request state. A client holding many valid
+        # tokens fills it; their claims take up to twenty times the token's bytes, so it is bounded by bytes.
+        self._verified: BoundedCache[str, Identity] = BoundedCache(
+            cache_bytes if cache_size else 0, max_entries=cache_size or None)
 
     @property
     def challenge(self) -> str:
@@ -147,12 +155,9 @@ class BearerAuth(Authenticator):
         if cached is not None:
             if cached.expires_at is None or now < cached.expires_at + self.leeway:
                 return cached
-            del self._verified[token]
+            self._verified.pop(token)
         identity = await self._verify(token, now)
-        if self.cache_size:
-            if len(self._verified) >= self.cache_size:
-                del self._verified[next(iter(self._verified))]  # oldest first: cheap and bounded
-            self._verified[token] = identity
+        self._verified.put(token, identity, sys.getsizeof(token) + json_size(identity.claims) + 1024)
         return identity
 
     async def _verify(self, token: str, now: float) -> Identity:

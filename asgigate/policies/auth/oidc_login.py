@@ -29,6 +29,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import RedirectResponse, Response
 
 from ..._accept import negotiate
+from ..._cache import BoundedCache
 from ...errors import (
     BadGateway,
     BadRequest,
@@ -43,7 +44,15 @@ from ...policy import Policy, ResponseHead
 from ...routing import Group, Route
 from ._oauth import AUTH_METHODS, authorization_url, require_authlib, token_request
 from ._scope import replace_headers
-from ._session import CookieSessions, MemorySessions, Session, SessionCipher, SessionStore, SharedSessionStore
+from ._session import (
+    CookieSessions,
+    MemorySessions,
+    Session,
+    SessionCipher,
+    SessionStore,
+    SharedSessionStore,
+    session_size,
+)
 from ._session_redis import RedisSessions
 from .base import Authenticator, Identity, ambiguous, only_one, presented, with_error
 from .jwt import BearerAuth
@@ -166,7 +175,9 @@ class OIDCLogin:
         self._refreshing: dict[str, asyncio.Future[Session | None]] = {}
         # Cookie sessions: the refresh just done per session (old refresh token, result, until when), for requests
         # that still carry the cookie of before it: they take its result instead of reusing a rotated token.
-        self._rotated: dict[str, tuple[str, Session, float]] = {}
+        # Bounded by bytes: each holds the IdP's tokens and claims.
+        self._rotated: BoundedCache[str, tuple[str, Session, float]] = BoundedCache(16 * 1024 * 1024,
+                                                                                   max_entries=10_000)
 
     # --- routes --------------------------------------------------------------------------------------------
 
@@ -372,10 +383,8 @@ class OIDCLogin:
             refreshed = await self._refresh_at_idp(session)
             if refreshed is not None and old is not None and refreshed.refresh_token != old:
                 now = self._clock()
-                if len(self._rotated) >= 10_000:
-                    del self._rotated[next(iter(self._rotated))]
                 until = min(refreshed.expires_at or now + 60.0, now + 300.0)
-                self._rotated[session.id] = (old, refreshed.copy(), until)
+                self._rotated.put(session.id, (old, refreshed.copy(), until), session_size(refreshed) + len(old))
             return refreshed
         if not isinstance(store, SharedSessionStore):
             return await self._refresh_at_idp(session)
