@@ -1,7 +1,8 @@
 """Every cache and memo that client input fills outside rate limits stays bounded: by bytes where an entry's size
 depends on what was sent or issued (verified tokens, introspection answers, forward-auth decisions, sessions),
-by entries of a bounded size elsewhere (the proxy's forwarding headers and methods, the client-network memo).
-Each test sends many distinct large values and checks the structure's size."""
+by entries of a bounded size elsewhere (the proxy's forwarding headers and methods, the client-network memo),
+by the requests in flight for concurrency slots. Each test sends many distinct large values and checks the
+structure's size."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from starlette.routing import Route as StarletteRoute
 
 from asgigate import (
     BearerAuth,
+    ConcurrencyLimit,
     Direct,
     ForwardAuth,
     Gateway,
@@ -35,6 +37,7 @@ from asgigate import (
     Route,
     Upstream,
     by_client_network,
+    by_header,
 )
 from asgigate._cache import json_size
 from asgigate.policies.auth._session import MemorySessions, Session
@@ -197,6 +200,19 @@ def test_the_proxy_keeps_no_forwarding_headers_or_methods_a_client_made_up(upstr
                            ).startswith(b"HTTP/1.1 200")
     assert proxy._FORWARDING_CACHE and max(len(key[2]) for key in proxy._FORWARDING_CACHE) <= 260
     assert max(len(method) for method in proxy._METHODS) <= 32
+
+
+def test_concurrency_slots_of_a_key_last_only_while_its_requests_run() -> None:
+    limit = ConcurrencyLimit(2, key=by_header("x-tenant"))
+
+    class Edge(Gateway):
+        def routes(self) -> list[Route]:
+            return [Route("/", Direct(text="ok"), policies=[limit])]
+
+    with ThreadServer(Edge(access_log=False)) as server, httpx.Client(base_url=server.url) as client:
+        for index in range(200):
+            assert client.get("/", headers={"x-tenant": f"{index}" + "k" * 8000}).status_code == 200
+    assert not limit._in_flight and not limit._held
 
 
 def test_the_client_network_memo_keeps_only_plain_addresses() -> None:
