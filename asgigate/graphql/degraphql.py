@@ -70,10 +70,18 @@ class DeGraphQL(Target):
     ) -> None:
         if not isinstance(api, GraphQL):
             raise ConfigurationError(f"DeGraphQL needs a GraphQL target, got {api!r}.")
+        # The route checks its fixed query as it checks a client's, on every request: a query past its limits
+        # would fail every time, so it fails now.
+        limits = api.limits
+        if limits.max_query_length is not None and len(query) > limits.max_query_length:
+            raise ConfigurationError(f"DeGraphQL query is longer than its GraphQL route's max_query_length "
+                                     f"({limits.max_query_length}).")
         try:
-            document = parse(query)
+            document = parse(query, max_tokens=limits.max_tokens)
         except GraphQLSyntaxError as exc:
             raise ConfigurationError(f"DeGraphQL query does not parse: {exc.message}") from None
+        for error in limits.check(document):
+            raise ConfigurationError(f"DeGraphQL query breaks its GraphQL route's limits: {error.message}")
         operation = get_operation_ast(document, operation_name)
         if operation is None:
             raise ConfigurationError("DeGraphQL query must hold one operation, or name it with operation_name.")

@@ -60,25 +60,32 @@ class GraphQLLimits:
     """Document limits checked before execution; None turns one off.
 
     `max_depth` (nesting of selections), `max_aliases`, `max_root_fields` (fields of the operation's root
-    selection), `max_tokens` (lexer tokens; bounds parsing work), `max_body_size` (bytes of an HTTP request
-    body, 413 beyond), `max_batch` (operations in one batched request).
+    selection), `max_tokens` (lexer tokens; bounds parsing and validation work), `max_query_length` (characters
+    of the query text a client sends; bounds the work on long strings and names), `max_merge_work` (units of
+    work graphql-core's OverlappingFieldsCanBeMerged rule may spend on a document the gateway's own linear check
+    cannot clear), `max_body_size` (bytes of an HTTP request body, 413 beyond), `max_batch` (operations in one
+    batched request).
     """
 
     max_depth: int | None = 15
     max_aliases: int | None = 30
     max_root_fields: int | None = 20
-    max_tokens: int | None = 10_000
+    max_tokens: int | None = 1_000
+    max_query_length: int | None = 16 * 1024
+    max_merge_work: int | None = 5_000
     max_body_size: int | None = 256 * 1024
     max_batch: int | None = 10
 
     def __post_init__(self) -> None:
         _positive("GraphQLLimits", max_depth=self.max_depth, max_aliases=self.max_aliases,
                   max_root_fields=self.max_root_fields, max_tokens=self.max_tokens,
+                  max_query_length=self.max_query_length, max_merge_work=self.max_merge_work,
                   max_body_size=self.max_body_size, max_batch=self.max_batch)
 
     def check(self, document: DocumentNode) -> list[GraphQLError]:
-        """The depth, alias and root-field limits a document breaks; run on documents that passed the spec
-        rules only (every fragment spread then names a fragment and no spreads form a cycle).
+        """The depth, alias and root-field limits a document breaks. Run before the specification's rules, to
+        refuse cheaply what they would spend time on, so they hold for any parsed document: an unknown fragment
+        counts nothing, a spread closing a cycle is left out (the rules report both).
 
         Each fragment is measured once, in an order where the fragments it spreads come first, without
         recursion: a chain of hundreds of spreads or a fragment spread twice at every level costs time linear in

@@ -24,6 +24,7 @@ from graphql import (
     NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     OperationType,
+    OverlappingFieldsCanBeMergedRule,
     get_operation_ast,
     parse,
     specified_rules,
@@ -48,6 +49,7 @@ from ..policy import ResponseHead
 from ..targets.base import Target
 from ..upstream import Upstream
 from ._cache import BoundedCache
+from ._merging import bounded_rule, fields_may_conflict
 from .backends import BackendCallError
 from .context import GraphQLContext
 from .persisted import RequestError
@@ -75,6 +77,12 @@ _CONTENT_TYPES = {GRAPHQL_RESPONSE: b"application/graphql-response+json; charset
 _BYTES_PER_TOKEN = 600
 _BYTES_PER_CHARACTER = 350
 _NESTED_TOO_DEEPLY = "The document is nested too deeply."
+# Each validation error is located by scanning the query text, and a client chooses how many there are: graphql-core
+# stops at 100; a client fixing its query needs the first few.
+_MAX_ERRORS = 10
+# The gateway's check that fields can be merged gives up after this much work per token of the document (Relay-style
+# documents take 5 to 9 units per token), so it stays linear; a document it gives up on goes to graphql-core's rule.
+_MERGE_CHECK_UNITS_PER_TOKEN = 16
 
 
 class QueryResolver(Protocol):
@@ -233,9 +241,13 @@ class GraphQL(Target):
         self._upstreams = [*upstreams, *(remote.upstream for remote in remotes)]
         self._by_name: dict[str, Upstream] | None = None
         self._gateway: Gateway | None = None
-        self._rules = [*specified_rules]
+        # The spec rules but OverlappingFieldsCanBeMerged, which is quadratic: it runs (with its own budget) only
+        # on documents the gateway's linear check cannot clear.
+        self._rules = [rule for rule in specified_rules if rule is not OverlappingFieldsCanBeMergedRule]
         if not introspection:
             self._rules.append(NoSchemaIntrospectionCustomRule)
+        merge_work = self.limits.max_merge_work
+        self._merge_rule = OverlappingFieldsCanBeMergedRule if merge_work is None else bounded_rule(merge_work)
         # Query text -> its document, or the errors it fails with. Clients choose the keys and each entry's size,
         # so the bound is in bytes, and one-off queries are not kept at all.
         self.cache_bytes = cache_bytes
@@ -388,6 +400,12 @@ class GraphQL(Target):
                 raise invalid(f"{what}: {name} must be {described}." if what else f"{name} must be {described}.")
         query: str | None = payload.get("query")
         extensions: Mapping[str, Any] | None = payload.get("extensions")
+        longest = self.limits.max_query_length
+        if longest is not None and query is not None and len(query) > longest:
+            # Before anything reads the text (a safelist parses it to compare): one string token of a long text
+            # costs the lexer as much as thousands of short tokens.
+            return RequestError(f"The query is {len(query)} characters long; at most {longest} are allowed.",
+                                "QUERY_LENGTH_LIMIT_EXCEEDED")
         if self.persisted is not None:
             try:
                 query = self.persisted.resolve(query, extensions, payload)
@@ -428,9 +446,8 @@ class GraphQL(Target):
                 document = parse(query, max_tokens=self.limits.max_tokens)
             except GraphQLSyntaxError as error:
                 return [{"message": error.message, "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}], size + 256
-            # The spec rules first, the limits only on a valid document: the limits can then rely on every
-            # fragment existing and no spreads forming a cycle.
-            errors = validate(self.schema._schema, document, self._rules) or self.limits.check(document)
+            # The gateway's limits first: they are cheap, and hold for any parsed document.
+            errors = self.limits.check(document) or self._validate(document, len(query))
         except RecursionError:
             errors = [GraphQLError(_NESTED_TOO_DEEPLY)]
         if errors:
@@ -440,6 +457,19 @@ class GraphQL(Target):
         tokens = getattr(document, "token_count", None)  # graphql-core >= 3.3
         return document, size + (_BYTES_PER_TOKEN * tokens if isinstance(tokens, int)
                                  else _BYTES_PER_CHARACTER * len(query))
+
+    def _validate(self, document: DocumentNode, length: int) -> list[GraphQLError]:
+        """The specification's validation rules; OverlappingFieldsCanBeMerged only on a document that passes the
+        others and that the linear check cannot clear of conflicting fields."""
+        schema = self.schema._schema
+        errors = validate(schema, document, self._rules, max_errors=_MAX_ERRORS)
+        if errors:
+            return errors
+        tokens = getattr(document, "token_count", None)  # graphql-core >= 3.3; else the text's length, larger
+        budget = _MERGE_CHECK_UNITS_PER_TOKEN * max(64, tokens if isinstance(tokens, int) else length)
+        if fields_may_conflict(schema, document, budget):
+            return validate(schema, document, [self._merge_rule], max_errors=_MAX_ERRORS)
+        return []
 
     async def _execute(
         self, exchange: Exchange, context: GraphQLContext, request: _Request, method: str

@@ -1,12 +1,13 @@
-"""A GraphQL gateway with default settings, for tests that run it in its own server process (its memory is
-measured from outside)."""
+"""A GraphQL gateway with default settings but for the document limits, for tests that run it in its own server
+process (its memory is measured from outside). The limits are those of earlier versions (10,000 tokens, any length),
+so that documents can be large: the document cache must keep to its byte budget whatever the limits."""
 
 from __future__ import annotations
 
 import strawberry
 
 from asgigate import Gateway, Route
-from asgigate.graphql import GraphQL
+from asgigate.graphql import GraphQL, GraphQLLimits
 
 
 @strawberry.type
@@ -22,7 +23,8 @@ class Query:
 
 class GraphQLGateway(Gateway):
     def routes(self) -> list[Route]:
-        return [Route("/graphql", GraphQL(strawberry.Schema(query=Query)))]
+        return [Route("/graphql", GraphQL(strawberry.Schema(query=Query),
+                                          limits=GraphQLLimits(max_tokens=10_000, max_query_length=None)))]
 
 
 app = GraphQLGateway(access_log=False)
