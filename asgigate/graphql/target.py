@@ -488,6 +488,10 @@ class GraphQL(Target):
             raise RequestError("Subscriptions are not served over plain HTTP.", "OPERATION_NOT_SUPPORTED")
         if method == "GET" and operation.operation != OperationType.QUERY:
             raise MethodNotAllowed(["POST"], f"A {operation.operation.value} must be sent with POST.")
+        too_many = self.limits.check_variables(self.schema._schema, operation.variable_definitions or (),
+                                               variables or {})
+        if too_many is not None:
+            return {"errors": [too_many.formatted]}, 400
         coerced = get_variable_values(self.schema._schema, operation.variable_definitions or (),
                                       dict(variables or {}), max_errors=10)
         if isinstance(coerced, list):
