@@ -404,6 +404,31 @@ def test_fuzz_nesting(client: httpx.Client, bad_logs: BadLogs, kind: str, depth:
     check(client.post(path, json={"query": query, "variables": variables}), bad_logs)
 
 
+# pieces that are cheap to write and costly to validate, repeated up to the default limits (max_tokens, the
+# work of OverlappingFieldsCanBeMerged, max_variable_values) and now and then past them
+PIECES = ["id", "parent { id }", "children(first: 2) { id }", "children(first: $n) { id }", "... on Item { id }",
+          "...I", "parent { ...I }", "children { ...I }", "a: id", "id @include(if: $b)", "children(first: 1) { id }",
+          "parent { parent { children(first: 3) { id } } }", "__typename"]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.sampled_from(PIECES), min_size=1, max_size=4), tokens=st.integers(50, 1_100),
+       ids=st.sampled_from([0, 1_999, 2_000, 2_001]) | st.integers(0, 2_100),
+       path=st.sampled_from(["/graphql", "/cost"]))
+def test_fuzz_documents_at_the_limits(client: httpx.Client, bad_logs: BadLogs, pieces: list[str], tokens: int,
+                                      ids: int, path: str) -> None:
+    piece = " ".join(pieces)
+    times = max(1, tokens // (piece.count(" ") + 1 + piece.count("(") * 3))  # about as many tokens as asked
+    body = " ".join([piece] * times)
+    declared = ", ".join(["$f: Filter", *(["$n: Int"] if "$n" in body else []),
+                          *(["$b: Boolean!"] if "$b" in body else [])])
+    query = (f"query Q({declared}) {{ items(filter: $f) {{ id }} item {{ {body} }} }}"
+             + (" fragment I on Item { id parent { id } }" if "...I" in body else ""))
+    check(client.post(path, json={"query": query, "variables": {"n": 1, "b": True, "f": {"ids": [1] * ids}}},
+                      headers={"accept": "application/graphql-response+json"}), bad_logs)
+
+
 @FUZZ
 @given(item_id=st.text(max_size=30) | st.integers().map(str), first=st.none() | st.text(max_size=30))
 def test_fuzz_degraphql_parameters(client: httpx.Client, bad_logs: BadLogs, item_id: str, first: str | None) -> None:
