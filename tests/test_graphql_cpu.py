@@ -378,3 +378,12 @@ def test_variables_cost_a_bounded_multiple_of_an_everyday_request(gateway: str) 
     assert refused.json() == {"errors": [{"message": "The variables hold more than 2000 values.",
                                           "extensions": {"code": "VARIABLE_VALUES_LIMIT_EXCEEDED"}}]}
     assert max(costs.values()) < 15, costs
+
+
+def test_max_merge_work_needs_a_graphql_core_whose_rule_has_a_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asgigate.graphql import _merging
+
+    monkeypatch.setattr(_merging, "_BUDGETED", False)  # graphql-core before 3.3.2
+    with pytest.raises(ConfigurationError, match=r"graphql-core 3\.3\.2"):
+        GraphQL(schema)
+    GraphQL(schema, limits=GraphQLLimits(max_merge_work=None))  # graphql-core's own rule, as it is

@@ -63,7 +63,7 @@ from ..errors import ConfigurationError
 __all__ = ["bounded_rule", "fields_may_conflict"]
 
 _UNSET: Any = object()
-# graphql-core 3.3.2 (and 3.2.14) bound the rule's work; earlier versions can take minutes on one document.
+# graphql-core 3.3.2 bounds the rule's work (in a module global); earlier versions can take minutes on one document.
 _BUDGETED = "remaining_complexity_budget" in getattr(
     getattr(overlapping_fields_can_be_merged, "RuleContext", None), "__slots__", ())
 
