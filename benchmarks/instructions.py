@@ -42,8 +42,19 @@ from pathlib import Path
 
 import envinfo
 from config import HOST, LOAD_CPUS, RESULTS_DIR, SMALL_BODY, WORK_DIR
-from procs import Proc, set_affinity, wait_http
-from systems import DIRECT, SYSTEMS, SystemSpec, command, environment, start, with_free_ports
+from procs import Proc, set_affinity, start_redis, wait_http
+from systems import (
+    DIRECT,
+    GATE_PLAIN,
+    GATE_RL_REDIS,
+    REDIS_CLIENTS,
+    SYSTEMS,
+    SystemSpec,
+    command,
+    environment,
+    start,
+    with_free_ports,
+)
 
 HELLO_RL_HEADERS = SystemSpec(
     "hello-rlheaders",
@@ -102,6 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--instructions", action="store_true", help=argparse.SUPPRESS)  # how run.py sends us here
     p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help="comma-separated system keys")
     p.add_argument("--granian", action="store_true", help="also count " + ", ".join(GRANIAN_SYSTEMS))
+    p.add_argument("--redis-clients", action="store_true",
+                   help="count the Redis rate limit through each client instead (RedisWire, redis-py, coredis)")
     p.add_argument("--requests", default="3000,9000", help="N1,N2: requests of the short and the long run")
     p.add_argument("--connections", type=int, default=50, help="keep-alive connections sending them")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where to write the markdown")
@@ -166,7 +179,10 @@ class Counted:
     error: str = ""
 
 
-def count(spec: SystemSpec, upstream_port: int, requests: tuple[int, int], connections: int) -> Counted:
+def count(
+    spec: SystemSpec, upstream_port: int, requests: tuple[int, int], connections: int,
+    extra_env: dict[str, str] | None = None,
+) -> Counted:
     totals = []
     # granian serves from a worker process it starts (Rust threads and Python in it): every process is counted,
     # each into its own file, and the per-request cost is their sum
@@ -179,7 +195,7 @@ def count(spec: SystemSpec, upstream_port: int, requests: tuple[int, int], conne
         out = folder / (f"{spec.key}.{n}.%p.out" if children else f"{spec.key}.{n}.out")
         cmd = ["setarch", "-R", "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                *(["--trace-children=yes"] if children else []), *command(spec, upstream_port)]  # fmt: skip
-        env = environment(upstream_port, {"PYTHONHASHSEED": "0"})
+        env = environment(upstream_port, {**(extra_env or {}), "PYTHONHASHSEED": "0"})
         proc = Proc(spec.key, cmd, spec.cpus, WORK_DIR / "logs" / f"callgrind-{spec.key}.log", env)
         try:
             error = wait_http(proc, HOST, spec.port, "/small", timeout=180.0)
@@ -257,6 +273,7 @@ def render(
             f"costs {limited - plain:,.0f}, {limited - floor:+,.0f} against the floor."
         )]
     lines += bounds(by_key)
+    lines += redis_clients(by_key)
     return "\n".join(lines) + "\n"
 
 
@@ -310,6 +327,38 @@ def bounds(by_key: dict[str, float]) -> list[str]:
     return lines if shown else []
 
 
+REDIS_CLIENT_GOAL = 0.85  # issue 16: a client library replaces RedisWire if it keeps this share of its requests/s
+
+
+def redis_clients(by_key: dict[str, float]) -> list[str]:
+    """The Redis rate limit through each client against RedisWire: instructions, and the requests/s ratio they give."""
+    plain, wire = by_key.get(PLAIN), by_key.get(GATE_RL_REDIS.key)
+    if not plain or not wire or not any(spec.key in by_key for spec in REDIS_CLIENTS):
+        return []
+    kernel = kernel_work(plain)
+    lines = [
+        "",
+        "The Redis rate limit's fixed window through each client, against asgigate's RedisWire "
+        f"({GATE_RL_REDIS.key}, {wire - plain:+,.0f} instructions per request over the plain proxy). The estimated "
+        "ratio is (RedisWire + kernel) / (client + kernel), with the kernel's work taken as the plain proxy's "
+        f"({kernel:,.0f} instructions' worth) for both: a client that sends each call in a write of its own makes "
+        "more system calls than RedisWire, which sends a loop iteration's calls in one, so the estimate is if "
+        "anything generous to it.",
+        "",
+        "| client | instructions / request | over RedisWire | estimated requests/s vs RedisWire |",
+        "|---|---|---|---|",
+        f"| RedisWire ({GATE_RL_REDIS.key}) | {wire:,.0f} | — | 1.000 |",
+    ]
+    for spec in REDIS_CLIENTS:
+        if spec.key in by_key:
+            own = by_key[spec.key]
+            ratio = (wire + kernel) / (own + kernel)
+            mark = f"{ratio:.3f} ({'reaches' if ratio >= REDIS_CLIENT_GOAL else 'below'} {REDIS_CLIENT_GOAL})"
+            lines.append(f"| {spec.title.split(' through ', 1)[-1]} ({spec.key}) | {own:,.0f} | {own - wire:+,.0f} "
+                         f"| {mark} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     missing = [tool for tool in ("valgrind", "setarch", "nginx", "taskset") if shutil.which(tool) is None]
@@ -320,14 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < n1 < n2:
         log("--requests N1,N2 needs 0 < N1 < N2")
         return 2
-    known = {spec.key: spec for spec in [*SYSTEMS, *COUNT_ONLY]}
+    known = {spec.key: spec for spec in [*SYSTEMS, *COUNT_ONLY, *REDIS_CLIENTS]}
     keys = [key.strip() for key in args.systems.split(",") if key.strip()]
+    if args.redis_clients:
+        keys = [GATE_PLAIN.key, GATE_RL_REDIS.key, *(spec.key for spec in REDIS_CLIENTS)]
     if args.granian:
         keys += [key for key in GRANIAN_SYSTEMS if key not in keys]
-    unknown = [key for key in keys if key not in known or known[key].kind not in COUNTABLE or known[key].auth
-               or known[key].redis]  # fmt: skip
+    unknown = [key for key in keys if key not in known or known[key].kind not in COUNTABLE or known[key].auth]
     if unknown:
-        usable = sorted(k for k, s in known.items() if s.kind in COUNTABLE and not s.auth and not s.redis)
+        usable = sorted(k for k, s in known.items() if s.kind in COUNTABLE and not s.auth)
         log(f"not a system this script can count: {', '.join(unknown)}; use some of {', '.join(usable)}")
         return 2
     started = datetime.now()
@@ -335,17 +385,28 @@ def main(argv: list[str] | None = None) -> int:
     direct, *specs = with_free_ports([DIRECT, *(known[key] for key in keys)])
     upstream, error = start(direct, direct.port)
     counted: list[Counted] = []
+    redis: Proc | None = None
+    extra_env: dict[str, str] = {}
     try:
         if error is not None:
             log(f"the nginx upstream did not start: {error}")
             return 1
+        if any(spec.redis for spec in specs):  # on the load core, like the upstream; not counted
+            redis, found = start_redis(HOST, LOAD_CPUS, WORK_DIR / "logs" / "redis.log", WORK_DIR)
+            if redis is None:
+                log(f"cannot count the Redis systems: {found}")
+                return 1
+            # a store call under callgrind takes far longer than the timed runs' 0.5 s allow
+            extra_env.update(RATELIMIT_REDIS_URL=found, RATELIMIT_REDIS_TIMEOUT="60")
         for spec in specs:
             log(f"counting {spec.key} ({n1:,} then {n2:,} requests under callgrind)")
-            counted.append(count(spec, direct.port, (n1, n2), args.connections))
+            counted.append(count(spec, direct.port, (n1, n2), args.connections, extra_env))
             result = counted[-1]
             log(f"  {result.per_request:,.0f} instructions / request" if result.per_request else f"  {result.error}")
     finally:
         upstream.stop()
+        if redis is not None:
+            redis.stop()
     text = render(counted, (n1, n2), args.connections, started, envinfo.machine(), envinfo.versions())
     print(text)
     args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -192,6 +193,24 @@ def redis_ping(host: str, port: int, timeout: float = 2.0) -> bool:
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def start_redis(host: str, cpus: str, log: Path, cwd: Path) -> tuple[Proc | None, str]:
+    """A throw-away redis-server (no persistence) on a free port: (the process, its URL) or (None, why not)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None, "redis-server not installed (bash benchmarks/run.sh installs it)"
+    port = free_port(host)
+    cmd = [binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"]
+    proc = Proc("redis", cmd, cpus, log, cwd=cwd)
+    deadline = time.monotonic() + 10
+    while not redis_ping(host, port):
+        if not proc.alive() or time.monotonic() > deadline:
+            error = f"redis-server did not answer PING: {proc.tail(3)}"
+            proc.stop()
+            return None, error
+        time.sleep(0.05)
+    return proc, f"redis://{host}:{port}"
 
 
 def wait_http(proc: Proc, host: str, port: int, path: str, timeout: float = 30.0) -> str | None:

@@ -22,6 +22,7 @@ from systems import (
     GRANIAN_RL_MEMORY,
     HELLO,
     NGINX_PROXY,
+    REDIS_CLIENTS,
     SystemSpec,
 )
 from workloads import LARGE, LATENCY, SLOW, SMALL, UPLOAD, WORKLOADS, Measurement
@@ -350,6 +351,51 @@ def edge_table(f: Figures) -> str:
     )
 
 
+REDIS_CLIENT_GOAL = 0.85  # issue 16: a client library replaces RedisWire if it keeps this share of its requests/s
+
+
+def _per_round(f: Figures, system: SystemSpec, base: SystemSpec) -> list[float]:
+    """system / base, run by run: runs of the same round are next to each other in time (interleaved)."""
+    mine, theirs = f.res.raw.get((system.key, SMALL.key), []), f.res.raw.get((base.key, SMALL.key), [])
+    return [a.rps / b.rps for a, b in zip(mine, theirs, strict=False) if b.rps]
+
+
+def redis_clients_table(f: Figures) -> str:
+    """The Redis rate limit through each client: requests/s, and against RedisWire, median and run by run."""
+    measured = {s.key for s in f.res.systems}
+    if not any(s.key in measured for s in REDIS_CLIENTS):
+        return ""
+    rows = []
+    for s in (GATE_PLAIN, GATE_RL_REDIS, *REDIS_CLIENTS):
+        runs = sorted(m.rps for m in f.res.raw.get((s.key, SMALL.key), []))
+        rounds = sorted(_per_round(f, s, GATE_RL_REDIS))
+        wire_us = None if s is GATE_PLAIN else _cost_over(f, s, GATE_RL_REDIS)
+        rows.append([
+            s.key, _num(f.rps(s)), f"{runs[0]:,.0f}-{runs[-1]:,.0f}" if runs else NA,
+            _x(_ratio(f.rps(s), f.rps(GATE_RL_REDIS))),
+            f"{rounds[len(rounds) // 2]:.2f}x ({rounds[0]:.2f}-{rounds[-1]:.2f})" if rounds else NA,
+            _x(_ratio(f.rps(s), f.rps(GATE_PLAIN))), _num(wire_us, "+,.1f"),
+            _num(f.p(s, LATENCY.key, "p50_us")), _errors(f.m(s, SMALL.key)),
+        ])  # fmt: skip
+    header = ["system", "small req/s (median)", "min-max", "vs RedisWire", "vs RedisWire run by run: median (range)",
+              "vs plain", "µs/request over RedisWire", "1-conn p50 µs", "errors"]  # fmt: skip
+    redispy = REDIS_CLIENTS[0]
+    ratio = _ratio(f.rps(redispy), f.rps(GATE_RL_REDIS))
+    verdict = NA if ratio is None else "reaches" if ratio >= REDIS_CLIENT_GOAL else "falls short of"
+    return (
+        _table(header, rows) + f"\n\nredis-py / RedisWire: {_x(ratio)} in median requests/s, which {verdict} "
+        f"the {REDIS_CLIENT_GOAL:.0%} that would replace RedisWire with it (issue 16). Timed ratios here move "
+        "by 10 % or more from run to run: see the instruction counts (benchmarks/README.md, 'Redis clients')."
+    )
+
+
+def _cost_over(f: Figures, s: SystemSpec, base: SystemSpec) -> float | None:
+    own, other = f.rps(s), f.rps(base)
+    if not own or not other:
+        return None
+    return (1 / own - 1 / other) * 1e6
+
+
 SERVERS = (("uvicorn", GATE_PLAIN, GATE_RL_MEMORY), ("granian", GRANIAN_PLAIN, GRANIAN_RL_MEMORY))
 
 
@@ -510,6 +556,8 @@ def render(res: RunResults) -> str:
         "## Ratios (same run only)", "", ratio_table(f), "",
         "## Edge stack costs (small GET req/s, same run)", "", edge_table(f), "",
         "## Servers (small GET, same run)", "", servers_table(f), "",
+        *(["## Redis clients (small GET, same run)", "", redis_clients_table(f), ""] if redis_clients_table(f)
+          else []),
         "## Worker scaling (small JSON GET @50 conns)", "", scaling_table(f), "",
         "## asgigate import time and idle memory", "", misc_table(f), "",
         "## Raw runs", "", raw_table(f), "",

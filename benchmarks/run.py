@@ -19,11 +19,23 @@ from types import FrameType
 
 from config import BOTH_CPUS, ECHO_MODULE, HOST, LOAD_CPUS, PYTHON, RESULTS_DIR, WORK_DIR, Settings
 from envinfo import asgigate_import_error, import_time, machine, versions
-from procs import Proc, cpu_busy_percent, free_port, process_tree, redis_ping, rss_mib, set_affinity, wait_quiet
+from procs import Proc, cpu_busy_percent, process_tree, rss_mib, set_affinity, start_redis, wait_quiet
 from report import RunResults, render
-from systems import DIRECT, SCALING, SYSTEMS, SystemSpec, start, with_free_ports
+from systems import (
+    DIRECT,
+    GATE_PLAIN,
+    GATE_RL_REDIS,
+    REDIS_CLIENTS,
+    SCALING,
+    SYSTEMS,
+    SystemSpec,
+    start,
+    with_free_ports,
+)
 from tokens import BenchJwt, make_jwt, verify_cost_us
-from workloads import SMALL, WORKLOADS, Measurement, Workload, WrkError, combine, run_wrk
+from workloads import LATENCY, SMALL, WORKLOADS, Measurement, Workload, WrkError, combine, run_wrk
+
+WORKLOAD_KEYS = [w.key for w in WORKLOADS]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="seconds of warm-up per system and workload (default 3, quick 1)")
     p.add_argument("--repeats", type=int, help="measured runs per system and workload (default 3, quick 1)")
     p.add_argument("--systems", help="comma-separated system keys to run (nginx-direct always runs)")
+    p.add_argument(
+        "--workloads", help="comma-separated workload keys to run (default: all; " + ", ".join(WORKLOAD_KEYS) + ")"
+    )
+    p.add_argument(
+        "--redis-clients",
+        action="store_true",
+        help="the Redis rate limit through each client (RedisWire, redis-py, coredis) beside the plain proxy, "
+        "small GET and 1-conn latency only, no worker scaling (benchmarks/README.md, 'Redis clients')",
+    )
     p.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 workers comparison")
     p.add_argument("--max-minutes", type=float, default=60.0, help="stop measuring after this long (default 60)")
     p.add_argument(
@@ -73,8 +94,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 class Bench:
-    def __init__(self, settings: Settings, res: RunResults, jwt: BenchJwt | None) -> None:
+    def __init__(
+        self, settings: Settings, res: RunResults, jwt: BenchJwt | None, workloads: list[Workload] | None = None
+    ) -> None:
         self.settings = settings
+        self.workloads = workloads or WORKLOADS
         self.res = res
         self.procs: dict[str, Proc] = {}
         self.jwt = jwt
@@ -96,23 +120,12 @@ class Bench:
 
     def start_redis(self) -> None:
         """A throw-away redis-server (no persistence) on a free port, on the load core like the upstream."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            self.redis_error = "redis-server not installed (bash benchmarks/run.sh installs it)"
-            return
-        port = free_port(HOST)
-        cmd = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-        log(f"start redis-server on port {port}, CPUs {LOAD_CPUS}")
-        self.redis = Proc("redis", cmd, LOAD_CPUS, WORK_DIR / "logs" / "redis.log", cwd=WORK_DIR)
-        deadline = time.monotonic() + 10
-        while not redis_ping(HOST, port):
-            if not self.redis.alive() or time.monotonic() > deadline:
-                self.redis_error = f"redis-server did not answer PING: {self.redis.tail(3)}"
-                self.redis.stop()
-                self.redis = None
-                return
-            time.sleep(0.05)
-        self.env["RATELIMIT_REDIS_URL"] = f"redis://{HOST}:{port}"
+        log(f"start redis-server, CPUs {LOAD_CPUS}")
+        self.redis, found = start_redis(HOST, LOAD_CPUS, WORK_DIR / "logs" / "redis.log", WORK_DIR)
+        if self.redis is None:
+            self.redis_error = found
+        else:
+            self.env["RATELIMIT_REDIS_URL"] = found
 
     def start_all(self, specs: list[SystemSpec], gate_error: str | None, skipped: dict[str, str]) -> None:
         for spec in specs:
@@ -195,7 +208,7 @@ class Bench:
     def main_rounds(self, specs: list[SystemSpec]) -> None:
         st = self.settings
         for rnd in range(st.repeats):
-            for workload in WORKLOADS:
+            for workload in self.workloads:
                 for spec in specs:
                     if not spec.runs(workload.key) or not self.usable(spec, self.res.skipped):
                         continue
@@ -230,13 +243,24 @@ def main(argv: list[str] | None = None) -> int:
 
         return instructions.main(argv)
     args = parse_args(argv)
+    wanted = set(args.systems.split(",")) if args.systems else None
+    workload_keys = args.workloads.split(",") if args.workloads else None
+    if args.redis_clients:
+        wanted = (wanted or set()) | {GATE_PLAIN.key, GATE_RL_REDIS.key, *(s.key for s in REDIS_CLIENTS)}
+        workload_keys = workload_keys or [SMALL.key, LATENCY.key]
+    known = [*SYSTEMS, *REDIS_CLIENTS]  # the Redis client systems run only when named
+    unknown = sorted((wanted or set()) - {s.key for s in known}) + sorted(set(workload_keys or ()) - set(WORKLOAD_KEYS))
+    if unknown:
+        log(f"unknown system or workload: {', '.join(unknown)}")
+        return 2
+    workloads = [w for w in WORKLOADS if workload_keys is None or w.key in workload_keys]
     settings = Settings.make(
         quick=args.quick,
         duration=args.duration,
         warmup=args.warmup,
         repeats=args.repeats,
         max_minutes=args.max_minutes,
-        scaling=not args.no_scaling,
+        scaling=not args.no_scaling and not args.redis_clients,
         max_other_cpu=args.max_other_cpu,
         retries=args.retries,
     )
@@ -252,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
 
-    wanted = set(args.systems.split(",")) if args.systems else None
-    specs = with_free_ports([s for s in SYSTEMS if s is DIRECT or wanted is None or s.key in wanted])
+    specs = with_free_ports([s for s in (SYSTEMS if wanted is None else known)
+                             if s is DIRECT or wanted is None or s.key in wanted])  # fmt: skip
     res = RunResults(settings=settings, started=datetime.now(), machine=machine(), versions=versions(), systems=specs)
     if len(os.sched_getaffinity(0) | {int(c) for c in BOTH_CPUS.split(",")}) < 2:
         res.notes.append("fewer than 2 CPUs: the SUT and the load generator share one core")
@@ -276,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         log("measuring BearerAuth.verify in-process")
         res.jwt_verify = verify_cost_us(jwt)
 
-    bench = Bench(settings, res, jwt)
+    bench = Bench(settings, res, jwt, workloads)
     try:
         if any(s.redis for s in specs) and not gate_error:
             bench.start_redis()

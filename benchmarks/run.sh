@@ -3,6 +3,7 @@
 #   bash benchmarks/run.sh            # full run (25-40 min), writes benchmarks/results/<date>_<time>.md
 #   bash benchmarks/run.sh --quick    # smoke test (~3 min), writes benchmarks/.work/results/
 #   bash benchmarks/run.sh --instructions   # callgrind instruction counts instead (~12 min), see instructions.py
+#   bash benchmarks/run.sh --redis-clients  # the Redis rate limit through RedisWire, redis-py and coredis
 # Any other option is passed to run.py (see: bash benchmarks/run.sh --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +29,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
     .venv/bin/pip install -q -e '.[dev]' aiohttp asgiproxy
 fi
-if ! .venv/bin/python -c 'import uvicorn, uvloop, httptools, aiohttp, asgiproxy' 2>/dev/null; then
+if ! .venv/bin/python -c 'import uvicorn, uvloop, httptools, aiohttp, asgiproxy, redis, hiredis' 2>/dev/null; then
     echo "installing the Python peers into .venv" >&2
-    .venv/bin/pip install -q 'uvicorn[standard]' uvloop httptools aiohttp asgiproxy
+    .venv/bin/pip install -q 'uvicorn[standard]' uvloop httptools aiohttp asgiproxy 'redis[hiredis]>=8'
 fi
 if ! .venv/bin/python -c 'import joserfc, limits, coredis' 2>/dev/null; then
     echo "installing asgigate's auth and rate limit extras into .venv" >&2

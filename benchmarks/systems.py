@@ -136,6 +136,26 @@ GATE_RL_REDIS = SystemSpec(
     workloads=EDGE_WORKLOADS,
     redis=True,
 )
+# The Redis rate limit's fixed-window call through client libraries instead of asgigate's RedisWire (issue 16):
+# the same script and store, another client (apps/redis_clients.py). Run when named: `run.py --redis-clients`.
+REDIS_CLIENTS: list[SystemSpec] = [
+    SystemSpec(
+        f"asgigate-rl-redis-{name}",
+        f"asgigate-rl-redis, the fixed window through {what}",
+        "uvicorn",
+        port,
+        app=f"asgigate_ratelimit_redis:{name.replace('-', '_')}",
+        asgigate=True,
+        workloads=EDGE_WORKLOADS,
+        redis=True,
+    )
+    for name, what, port in (
+        ("redispy", "redis-py (redis.asyncio, hiredis, its connection pool)", 8113),
+        ("redispy-pipeline", "redis-py, each event-loop iteration's calls in one pipeline", 8114),
+        ("coredis", "coredis, the same script", 8115),
+        ("limits-coredis", "limits' own fixed window on coredis (the store without RedisWire)", 8116),
+    )
+]
 # The plain proxy and the memory rate limit under granian (Rust HTTP, one worker, one runtime thread): what
 # they cost under another server, whose header handling is not Python.
 GRANIAN_PLAIN = SystemSpec(

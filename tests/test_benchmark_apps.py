@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from redisserver import RedisServer
 from servers import PYTHON, ROOT, ThreadServer
 
 
@@ -58,12 +60,12 @@ def test_benchmark_app_builds(name: str) -> None:
     assert "Proxy(" in result.stdout
 
 
-def _run_against_hello(script: str) -> Any:
+def _run_against_hello(script: str, env: dict[str, str] | None = None) -> Any:
     """Run a script (the benchmark apps on its path) with the hello world as UPSTREAM_URL; its JSON output."""
     with ThreadServer(hello_app) as upstream:
         result = subprocess.run(
             [PYTHON, "-c", script.format(apps=str(ROOT / "benchmarks" / "apps"))],
-            env={"UPSTREAM_URL": upstream.url, "PATH": "/usr/bin:/bin"},
+            env={"UPSTREAM_URL": upstream.url, "PATH": "/usr/bin:/bin", **(env or {})},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -147,6 +149,81 @@ def test_the_minimal_rate_limit_counts_and_refuses() -> None:
     assert json.loads(body3)["status"] == 429
 
 
+REDIS_CLIENTS = """
+import asyncio, json, sys
+import httpx
+sys.path.insert(0, {apps!r})
+import asgigate_ratelimit_redis
+from asgigate.policies._redis_wire import RedisWire
+
+NAMES = ["app", "redispy", "redispy_pipeline", "coredis", "limits_coredis"]
+
+async def main():
+    found = {{}}
+    for name in NAMES:
+        gateway = getattr(asgigate_ratelimit_redis, name)
+        store = gateway.limit.store
+        transport = httpx.ASGITransport(app=gateway, client=(name, 1234))  # a counter of its own per system
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            replies = await asyncio.gather(*[client.get("/small") for _ in range(20)])
+        wire = RedisWire(store.uri)
+        keys = await wire.command(b"KEYS", b"LIMITS:*/" + name.encode() + b"/*")
+        found[name] = {{
+            "client": type(store.wire).__name__,
+            "statuses": sorted({{r.status_code for r in replies}}),
+            "remaining": sorted(int(r.headers["x-ratelimit-remaining"]) for r in replies),
+            "counter": [int(await wire.command(b"GET", key)) for key in keys],
+            "ttl": [await wire.command(b"TTL", key) for key in keys],
+            "failures": store.failures,
+        }}
+        wire.close()
+        await store.aclose()
+    print(json.dumps(found))
+
+asyncio.run(main())
+"""
+
+
+def test_the_redis_client_systems_count_through_their_client(redis: RedisServer) -> None:
+    """`asgigate-rl-redis` and its client variants make the same count, each through the client it names.
+
+    RedisWire, redis-py, redis-py with pipelines and coredis run the same script, so 20 concurrent requests leave
+    one counter at 20 that expires with the hour window; `limits_coredis` is the store without RedisWire.
+    """
+    found = _run_against_hello(REDIS_CLIENTS, {"RATELIMIT_REDIS_URL": redis.uri})
+    clients = {name: entry.pop("client") for name, entry in found.items()}
+    assert clients == {"app": "RedisWire", "redispy": "RedisPyWindow", "redispy_pipeline": "RedisPyPipelineWindow",
+                       "coredis": "CoredisWindow", "limits_coredis": "NoneType"}
+    for name, entry in found.items():
+        assert entry["statuses"] == [200], name
+        assert entry["remaining"] == list(range(1_000_000_000 - 20, 1_000_000_000)), name
+        assert entry["counter"] == [20], name
+        assert 3590 <= entry["ttl"][0] <= 3600, name
+        assert entry["failures"] == 0, name
+
+
+def test_the_benchmark_redis_clients_load_a_flushed_script_again(redis: RedisServer) -> None:
+    """A restarted Redis has lost the script: the benchmark's clients load it again, as RedisWire does."""
+    path = ROOT / "benchmarks" / "apps" / "redis_clients.py"
+    spec = importlib.util.spec_from_file_location("bench_redis_clients", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    async def main() -> None:
+        for client in module.CLIENTS.values():
+            window = client(redis.uri, key_prefix="FLUSHED")
+            first = await asyncio.gather(*[window.incr_window(client.__name__, 30) for _ in range(5)])
+            redis.command(b"SCRIPT", b"FLUSH")
+            again = await asyncio.gather(*[window.incr_window(client.__name__, 30, 2) for _ in range(5)])
+            assert sorted(count for count, _ in first + again) == [1, 2, 3, 4, 5, 7, 9, 11, 13, 15], client
+            assert all(25_000 < ttl <= 30_000 for _, ttl in first + again), client
+            window.close()
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+
+
 def _instructions_module() -> Any:
     import sys
 
@@ -187,6 +264,49 @@ def test_the_instruction_report_sets_granian_systems_against_granians_plain_prox
     assert rows["minimal-rl-granian"] == "0.800"  # 200,000 / 250,000, not 250,000 / 250,000
     assert "\nMachine: nproc 2\n" in text
     assert "\nVersions: nginx 1.22.1, wrk 4.1.0\n" in text
+
+
+def test_the_instruction_report_sets_each_redis_client_against_redis_wire() -> None:
+    """The estimate uses the plain proxy's kernel share for both: (wire + kernel) / (client + kernel)."""
+    instructions = _instructions_module()
+    counts = {"asgigate-plain": 200_000.0, "asgigate-rl-redis": 220_000.0, "asgigate-rl-redis-redispy": 300_000.0,
+              "asgigate-rl-redis-redispy-pipeline": 230_000.0}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in instructions.redis_clients(counts)
+            if line.startswith("| ") and "(asgigate-rl-redis" in line}
+    kernel = 100_000  # a third of the plain proxy's CPU time
+    assert rows["redis-py (redis.asyncio, hiredis, its connection pool) (asgigate-rl-redis-redispy)"] == [
+        "300,000", "+80,000", f"{(220_000 + kernel) / (300_000 + kernel):.3f} (below 0.85) |"]
+    assert rows["redis-py, each event-loop iteration's calls in one pipeline (asgigate-rl-redis-redispy-pipeline)"][
+        2] == f"{(220_000 + kernel) / (230_000 + kernel):.3f} (reaches 0.85) |"
+    assert instructions.redis_clients({"asgigate-plain": 1.0, "asgigate-rl-redis": 2.0}) == []  # no client counted
+
+
+def test_the_timed_report_sets_each_redis_client_against_redis_wire_round_by_round() -> None:
+    import sys
+    from datetime import datetime
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+        import systems
+        from config import Settings
+        from workloads import Measurement, combine
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rps = {"asgigate-plain": [4000, 5000, 4500], "asgigate-rl-redis": [3000, 4000, 2000],
+           "asgigate-rl-redis-redispy": [1500, 1000, 1800]}
+    specs = [s for s in [*systems.SYSTEMS, *systems.REDIS_CLIENTS] if s.key in rps]
+    res = report.RunResults(Settings.make(quick=True), datetime.now(), {}, {}, specs)
+    res.raw = {(key, "small"): [Measurement(n * 5, 5.0, 1, 1, 1, 1, 0) for n in runs] for key, runs in rps.items()}
+    res.combined = {key: combine(runs) for key, runs in res.raw.items()}
+    table = report.redis_clients_table(report.Figures(res))
+    row = next(line for line in table.splitlines() if line.startswith("| asgigate-rl-redis-redispy "))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    # medians 1,500 / 3,000; round by round 0.50, 0.25, 0.90
+    assert cells[1:5] == ["1,500", "1,000-1,800", "0.50x", "0.50x (0.25-0.90)"]
+    assert "redis-py / RedisWire: 0.50x in median requests/s, which falls short of the 85%" in table
+    res.systems = specs[:2]
+    assert report.redis_clients_table(report.Figures(res)) == ""  # no client measured: no section
 
 
 SERVE = """

@@ -5,6 +5,8 @@
   ``benchmarks/tokens.py``, which also gives wrk the matching token. Without ``BENCH_JWT_KEY`` (an app started
   by hand), a key is made at start-up and a token valid for a day is printed to stderr.
 - ``RATELIMIT_REDIS_URL``: the redis-server the harness started (default ``redis://127.0.0.1:6379``).
+- ``RATELIMIT_REDIS_TIMEOUT``: the Redis store's timeout in seconds (default 0.5; instructions.py gives more,
+  since a server under callgrind runs about 50 times slower).
 
 The rate limits never refuse during a run (10^9 requests per hour per client address): what is measured is
 the decision and the rate limit headers on every reply, not 429 replies.
@@ -65,13 +67,15 @@ def memory_rate_limit(*, headers: HeaderSet = "all") -> RateLimit:
     return RateLimit(NEVER_REFUSES, key=by_client_ip, headers=headers)
 
 
-def redis_rate_limit() -> RateLimit:
+def redis_rate_limit(options: dict[str, Any] | None = None) -> RateLimit:
     """One limit per client address, counted in Redis (one atomic store call per request).
 
     ``on_failure="closed"``: a store failure answers 503, which wrk counts as an error, instead of quietly
     counting in memory and reporting the memory store's speed as Redis's.
     """
+    timeout = float(os.environ.get("RATELIMIT_REDIS_TIMEOUT", "0.5"))
     store = RateLimitStore(
-        os.environ.get("RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379"), timeout=0.5, on_failure="closed"
+        os.environ.get("RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379"), timeout=timeout,
+        connect_timeout=max(2.0, timeout), on_failure="closed", options=options,
     )
     return RateLimit(NEVER_REFUSES, key=by_client_ip, store=store, name="bench")
