@@ -59,7 +59,7 @@ def versions() -> dict[str, str]:
         "import sys, importlib.metadata as m\n"
         "print('python', sys.version.split()[0])\n"
         "for name in ('uvicorn', 'granian', 'uvloop', 'httptools', 'aiohttp', 'asgiproxy', 'joserfc', 'limits',\n"
-        "             'coredis', 'asgigate'):\n"
+        "             'coredis', 'redis', 'hiredis', 'asgigate'):\n"
         "    try: print(name, m.version(name))\n"
         "    except m.PackageNotFoundError: print(name, 'not installed')\n"
     )

@@ -196,7 +196,8 @@ class RateLimitStore:
         self._fallback_evictions = 0  # of fallbacks of event loops gone
         # the memory store: every strategy counted here, the fixed windows without an await
         self.counters = MemoryCounters(max_bytes) if not self.remote else None
-        # a standalone Redis counts fixed windows through RedisWire (a few µs instead of coredis' ~200 µs of CPU)
+        # a standalone Redis counts fixed windows through RedisWire: redis-py and coredis cost 200-300 µs of CPU
+        # more per request (benchmarks/README.md, "Redis clients")
         self.wire = self._new_wire()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warm = False

@@ -1,11 +1,14 @@
 """A minimal Redis client for the one call on a Redis rate limit's hot path: count a fixed window.
 
-Measured on the benchmark machine, `limits`' async Redis storage (coredis) spends ~220 µs of CPU per INCR, more
-than the whole proxying of a request; this client spends a few µs. It speaks RESP2 over one asyncio connection
-and pipelines automatically: the commands of every request that asks in the same event-loop iteration go out
-in one write, and their replies come back in one read. The counter keys and expiry are those of `limits`'
-own fixed window (``LIMITS:<key>``, INCRBY then EXPIRE on the window's first hit), so `usage()`, `reset()` and
-other strategies through `limits` see the same counters.
+It speaks RESP2 over one asyncio connection and pipelines automatically: the commands of every request that asks
+in the same event-loop iteration go out in one write, and their replies come back in one read. The counter keys
+and expiry are those of `limits`' own fixed window (``LIMITS:<key>``, INCRBY then EXPIRE on the window's first
+hit), so `usage()`, `reset()` and other strategies through `limits` see the same counters.
+
+A library client would be preferable, and is not used because the numbers say otherwise: with redis-py 8
+(``redis.asyncio``, hiredis) making the same call, a Redis-limited gateway serves 0.54x the requests/s (timed)
+or an estimated 0.66x (instruction counts), coredis less still (issue 16 asked for 0.85x;
+benchmarks/README.md, "Redis clients", measures them side by side with ``run.sh --redis-clients``).
 
 Only standalone ``redis://`` / ``rediss://`` servers; Cluster, Sentinel and other stores go through `limits`.
 It reads the URI as coredis (limits' client) does: ``user:password@``, the database, and the TLS settings of a
