@@ -1,7 +1,9 @@
 """Instructions per request of each system, counted by callgrind: the same comparisons as run.py, without noise.
 
-Usage: ``bash benchmarks/run.sh --instructions [--systems a,b] [--granian] [--requests 3000,9000]
-[--connections 50]``.
+Usage: ``bash benchmarks/run.sh --instructions [--systems a,b] [--granian] [--redis-clients]
+[--requests 3000,9000] [--connections 50]``. ``--redis-clients`` counts the Redis rate limit through each client
+(RedisWire, redis-py, coredis; a redis-server is started on the load core, not counted) instead of the default
+systems: see "Redis clients" in benchmarks/README.md.
 
 This machine's requests/s move by +-15 % from one 6-second run to the next, also in the CPU time a request
 takes, so ratios a few percent apart cannot be told apart by timing alone. Callgrind counts the user-space

@@ -6,8 +6,8 @@ and expiry are those of `limits`' own fixed window (``LIMITS:<key>``, INCRBY the
 hit), so `usage()`, `reset()` and other strategies through `limits` see the same counters.
 
 A library client would be preferable, and is not used because the numbers say otherwise: with redis-py 8
-(``redis.asyncio``, hiredis) making the same call, a Redis-limited gateway serves 0.54x the requests/s (timed)
-or an estimated 0.66x (instruction counts), coredis less still (issue 16 asked for 0.85x;
+(``redis.asyncio``, hiredis) making the same call, a Redis-limited gateway serves 0.54-0.56x the requests/s
+(two timed runs) or an estimated 0.66x (instruction counts), coredis less still (issue 16 asked for 0.85x;
 benchmarks/README.md, "Redis clients", measures them side by side with ``run.sh --redis-clients``).
 
 Only standalone ``redis://`` / ``rediss://`` servers; Cluster, Sentinel and other stores go through `limits`.
