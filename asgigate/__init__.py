@@ -39,6 +39,7 @@ from .errors import (
 from .exchange import Exchange
 from .gateway import Gateway
 from .metrics import Counter, Gauge, Histogram, Metrics
+from .pipeline import Policy, ResponseHead
 from .policies.auth import (
     AnyAuth,
     ApiKeyAuth,
@@ -68,7 +69,6 @@ from .policies.ratelimit import (
     by_subject,
 )
 from .policies.terminate import Terminate
-from .policy import Policy, ResponseHead
 from .replies import ErrorReplies, Reply
 from .responses import JSONResponse, ProblemResponse, problem_response
 from .routing import Group, Mount, Route

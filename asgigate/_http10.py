@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from .errors import UpstreamResponseTooLarge
 
 if TYPE_CHECKING:
-    from .policy import Message, Scope, Send
+    from .types import Message, Scope, Send
 
 __all__ = ["DEFAULT_LIMIT", "HTTP10", "length_framed"]
 

@@ -14,8 +14,9 @@ from starlette.requests import Request
 if TYPE_CHECKING:
     from .errors import GatewayError
     from .gateway import Gateway
-    from .policy import Receive, ResponseHead
+    from .pipeline import ResponseHead
     from .routing import Route
+    from .types import Receive
 
 SCOPE_KEY = "asgigate.exchange"
 

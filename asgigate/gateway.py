@@ -41,10 +41,10 @@ from .errors import (
 )
 from .exchange import SCOPE_KEY, Exchange, is_trusted
 from .metrics import Metrics
-from .pipeline import HookStage, PolicyLike, chain_for, check_order, compile_chain, format_chain
-from .policy import ASGIApp, Message, Policy, Receive, ResponseHead, Scope, Send
+from .pipeline import HookStage, Policy, PolicyLike, ResponseHead, chain_for, check_order, compile_chain, format_chain
 from .replies import ErrorRendering, ErrorReplies, ErrorsLike, as_replies
 from .routing import Group, Route, RouteTable
+from .types import ASGIApp, Message, Receive, Scope, Send
 from .upstream import Upstream
 
 __all__ = ["Gateway"]

@@ -31,7 +31,7 @@ from .targets.base import Target
 
 if TYPE_CHECKING:
     from .exchange import Exchange
-    from .policy import Receive, Send
+    from .types import Receive, Send
 
 __all__ = ["Counter", "Gauge", "Histogram", "Metrics"]
 

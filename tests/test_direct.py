@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from asgigate import ConfigurationError, Direct, Exchange, Gateway, Group, Redirect, Route
-from asgigate.policy import Message
+from asgigate.types import Message
 
 from servers import ThreadServer, raw_request
 

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asgigate import Group
-from asgigate.policy import Message
+from asgigate.types import Message
 
 from apps.fuzz_gateway import FuzzGateway
 from servers import PYTHON, ROOT, free_port, logged_errors, serve_process, uvicorn_cmd, wait_port, wait_until

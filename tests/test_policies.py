@@ -24,8 +24,8 @@ from asgigate import (
     Route,
 )
 from asgigate.exchange import SCOPE_KEY
-from asgigate.policy import ASGIApp, Message, Receive, Scope, Send
 from asgigate.responses import JSONResponse
+from asgigate.types import ASGIApp, Message, Receive, Scope, Send
 
 from servers import ThreadServer, raw_get
 

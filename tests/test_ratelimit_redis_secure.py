@@ -36,7 +36,7 @@ from asgigate import (
     by_route,
 )
 from asgigate.policies._redis_wire import RedisError, RedisWire, tls_context
-from asgigate.policy import Receive, Scope, Send
+from asgigate.types import Receive, Scope, Send
 
 from servers import free_port, wait_port
 

@@ -17,8 +17,8 @@ import pytest
 import uvloop
 
 from asgigate import Direct, Exchange, Forbidden, Gateway, Group, Policy, Proxy, RateLimit, Redirect, Route, Upstream
-from asgigate.policy import Message
 from asgigate.responses import JSONResponse
+from asgigate.types import Message
 
 from servers import free_port, serve_process, uvicorn_cmd
 

@@ -35,8 +35,8 @@ from .target import GraphQL
 if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..gateway import Gateway
-    from ..policy import Receive, Send
     from ..routing import Route
+    from ..types import Receive, Send
     from ..upstream import Upstream
 
 __all__ = ["DeGraphQL"]

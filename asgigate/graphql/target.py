@@ -45,7 +45,7 @@ from ..errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from ..policy import ResponseHead
+from ..pipeline import ResponseHead
 from ..targets.base import Target
 from ..upstream import Upstream
 from ._cache import BoundedCache
@@ -61,8 +61,8 @@ if TYPE_CHECKING:
 
     from ..exchange import Exchange
     from ..gateway import Gateway
-    from ..policy import Receive, Send
     from ..routing import Route
+    from ..types import Receive, Send
 
 __all__ = ["GraphQL"]
 

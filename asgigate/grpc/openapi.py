@@ -12,7 +12,7 @@ from .mapping import HTTP_BODY, find_field, is_repeated
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
-    from ..policy import Receive, Send
+    from ..types import Receive, Send
     from .target import GrpcMethod, GrpcService
 
 # Descriptors are typed loosely: the C (upb) and Python implementations differ in the stubs.

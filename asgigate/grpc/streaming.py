@@ -16,7 +16,7 @@ import orjson
 from ..errors import ClientDisconnected, InvalidBody, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from ..policy import Receive
+    from ..types import Receive
 
 StreamFormat = Literal["ndjson", "json-array", "sse"]
 FORMATS: tuple[str, ...] = ("ndjson", "json-array", "sse")

@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..gateway import Gateway
     from ..pipeline import PolicyLike
-    from ..policy import Receive, Send
     from ..replies import ErrorsLike
+    from ..types import Receive, Send
 
 ErrorFormat = Literal["grpc", "gateway"]
 

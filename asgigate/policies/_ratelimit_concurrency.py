@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, RateLimited, RequestTerminated
 from ..exchange import Exchange
-from ..policy import ASGIApp, Policy, Receive, Scope, Send
+from ..pipeline import Policy
+from ..types import ASGIApp, Receive, Scope, Send
 from ._ratelimit_keys import Key, KeyLike, as_key
 from ._ratelimit_store import RateLimitStore, register_store_metrics
 

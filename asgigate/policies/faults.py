@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, ConfigurationError, FaultInjected
-from ..policy import Policy
+from ..pipeline import Policy
 
 if TYPE_CHECKING:
     from starlette.responses import Response

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias
 
 from ..errors import ConfigurationError, Forbidden, GatewayError, QuotaExceeded, RateLimited, RequestTerminated
-from ..policy import Policy
+from ..pipeline import Policy
 from ._ratelimit_concurrency import ConcurrencyLimit
 from ._ratelimit_keys import (
     Key,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from ..exchange import Exchange
     from ..metrics import Metrics
-    from ..policy import ResponseHead
+    from ..pipeline import ResponseHead
     from ._ratelimit_memory import MemoryCounters
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, RequestTerminated
-from ..policy import Policy
+from ..pipeline import Policy
 from ._match import Clock, RequestMatch, Window
 
 if TYPE_CHECKING:

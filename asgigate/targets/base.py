@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..gateway import Gateway
     from ..metrics import Metrics
-    from ..policy import Receive, Send
     from ..routing import Route
+    from ..types import Receive, Send
     from ..upstream import Upstream
 
 

@@ -16,8 +16,8 @@ from .base import Target
 if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..gateway import Gateway
-    from ..policy import Receive, Send
     from ..routing import Route
+    from ..types import Receive, Send
 
 __all__ = ["Direct", "Redirect"]
 

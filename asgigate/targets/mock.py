@@ -25,8 +25,8 @@ from .direct import Direct
 if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..gateway import Gateway
-    from ..policy import Receive, Send
     from ..routing import Route
+    from ..types import Receive, Send
 
 __all__ = ["Mock"]
 

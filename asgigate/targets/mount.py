@@ -10,7 +10,7 @@ from .base import Target
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
-    from ..policy import Receive, Send
+    from ..types import Receive, Send
 
 
 class MountedApp(Target):

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from .._http1 import UpstreamResponse
     from ..exchange import Exchange
     from ..gateway import Gateway
-    from ..policy import Receive, Send
     from ..routing import Route
+    from ..types import Receive, Send
 
 __all__ = ["Proxy"]
 

@@ -9,7 +9,7 @@ from ..errors import ConfigurationError, UpstreamConnectError
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
-    from ..policy import Receive, Send
+    from ..types import Receive, Send
     from .proxy import Proxy
 
 # Headers the websocket client sets itself, or that only concern the client's own hop.

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError, InvalidRequest, Unauthorized
-from ...policy import Policy
+from ...pipeline import Policy
 
 if TYPE_CHECKING:
     from starlette.responses import Response

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ...errors import ConfigurationError, UpstreamUnavailable
-from ...policy import Policy
+from ...pipeline import Policy
 from ._discovery import discover_endpoint
 from ._oauth import AUTH_METHODS, require_authlib, token_request
 from ._scope import replace_headers

@@ -27,7 +27,8 @@ import httpx
 from ..._cache import BoundedCache
 from ...errors import BadRequest, ConfigurationError, Forbidden, PayloadTooLarge, Unauthorized, UpstreamUnavailable
 from ...exchange import Exchange
-from ...policy import ASGIApp, Message, Policy, Receive, Scope, Send
+from ...pipeline import Policy
+from ...types import ASGIApp, Message, Receive, Scope, Send
 from ...upstream import Upstream
 from ._scope import replace_headers
 from .base import Authenticator, Identity, ambiguous, presented

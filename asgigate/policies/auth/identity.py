@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ...errors import ConfigurationError
-from ...policy import Policy
+from ...pipeline import Policy
 from ._scope import replace_headers
 from .base import Authenticator, Identity
 

@@ -40,7 +40,7 @@ from ...errors import (
     Unauthorized,
     UpstreamUnavailable,
 )
-from ...policy import Policy, ResponseHead
+from ...pipeline import Policy, ResponseHead
 from ...routing import Group, Route
 from ._oauth import AUTH_METHODS, authorization_url, require_authlib, token_request
 from ._scope import replace_headers

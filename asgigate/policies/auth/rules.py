@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError, InsufficientScope, Unauthorized
-from ...policy import Policy
+from ...pipeline import Policy
 from .base import Authenticator, Identity
 
 if TYPE_CHECKING:
