@@ -154,7 +154,7 @@ import asyncio, json, sys
 import httpx
 sys.path.insert(0, {apps!r})
 import asgigate_ratelimit_redis
-from asgigate.policies._redis_wire import RedisWire
+from asgigate.policies.ratelimit._redis_wire import RedisWire
 
 NAMES = ["app", "redispy", "redispy_pipeline", "coredis", "limits_coredis"]
 

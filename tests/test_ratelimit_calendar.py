@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from asgigate import ConfigurationError, Direct, Gateway, Limit, Plan, RateLimit, RateLimitStore, Route, by_header
-from asgigate.policies._ratelimit_limits import calendar_period
+from asgigate.policies.ratelimit.limits import calendar_period
 
 from redisserver import RedisServer
 from servers import ThreadServer

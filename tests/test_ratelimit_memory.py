@@ -23,7 +23,7 @@ from asgigate import (
     Route,
     by_header,
 )
-from asgigate.policies._ratelimit_memory import COUNTER_BYTES, MemoryCounters
+from asgigate.policies.ratelimit._memory import COUNTER_BYTES, MemoryCounters
 
 from servers import ThreadServer, free_port, serve_process, uvicorn_cmd
 

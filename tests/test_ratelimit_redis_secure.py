@@ -35,7 +35,7 @@ from asgigate import (
     Route,
     by_route,
 )
-from asgigate.policies._redis_wire import RedisError, RedisWire, tls_context
+from asgigate.policies.ratelimit._redis_wire import RedisError, RedisWire, tls_context
 from asgigate.types import Receive, Scope, Send
 
 from servers import free_port, wait_port

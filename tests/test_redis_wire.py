@@ -11,7 +11,7 @@ from limits import RateLimitItemPerMinute
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
-from asgigate.policies._redis_wire import RedisError, RedisWire, _parse, _Protocol
+from asgigate.policies.ratelimit._redis_wire import RedisError, RedisWire, _parse, _Protocol
 
 from redisserver import RedisServer
 from servers import free_port, wait_port

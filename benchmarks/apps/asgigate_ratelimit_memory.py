@@ -9,7 +9,7 @@ IETF draft headers (RateLimit-Policy and RateLimit).
 from edge import Edge, memory_rate_limit
 
 from asgigate import Proxy, RateLimit, Route
-from asgigate.policies.ratelimit import HeaderSet
+from asgigate.policies.ratelimit.policy import HeaderSet
 
 
 class RateLimitedMemory(Edge):

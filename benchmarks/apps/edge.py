@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from asgigate import AccessLog, BearerAuth, Gateway, Metrics, RateLimit, RateLimitStore, Upstream, by_client_ip
-from asgigate.policies.ratelimit import HeaderSet
+from asgigate.policies.ratelimit.policy import HeaderSet
 
 NEVER_REFUSES = "1000000000/hour"
 

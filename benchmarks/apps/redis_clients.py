@@ -26,7 +26,7 @@ import hashlib
 from typing import Any
 
 from asgigate import RateLimitStore
-from asgigate.policies._redis_wire import _INCR_WINDOW
+from asgigate.policies.ratelimit._redis_wire import _INCR_WINDOW
 
 
 class _LibraryWindow:

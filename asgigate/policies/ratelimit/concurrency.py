@@ -9,17 +9,17 @@ import os
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError, RateLimited, RequestTerminated
-from ..exchange import Exchange
-from ..pipeline import Policy
-from ..types import ASGIApp, Receive, Scope, Send
-from ._ratelimit_keys import Key, KeyLike, as_key
-from ._ratelimit_store import RateLimitStore, register_store_metrics
+from ...errors import ConfigurationError, RateLimited, RequestTerminated
+from ...exchange import Exchange
+from ...pipeline import Policy
+from ...types import ASGIApp, Receive, Scope, Send
+from .keys import Key, KeyLike, as_key
+from .store import RateLimitStore, register_store_metrics
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
 
-    from ..metrics import Metrics
+    from ...metrics import Metrics
 
 __all__ = ["ConcurrencyLimit"]
 

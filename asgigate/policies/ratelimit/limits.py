@@ -6,15 +6,15 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from ..errors import ConfigurationError
-from ._ratelimit_store import require_limits
+from ...errors import ConfigurationError
+from .store import require_limits
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
     from limits.aio.storage import Storage
     from limits.aio.strategies import RateLimiter
 
-__all__ = ["Limit", "LimitsLike", "Plan", "Strategy", "as_limits", "calendar_period", "limiter", "window_text"]
+__all__ = ["Limit", "LimitsLike", "Plan", "Strategy"]
 
 Strategy = Literal["fixed-window", "moving-window", "sliding-window"]
 STRATEGIES = ("fixed-window", "moving-window", "sliding-window")

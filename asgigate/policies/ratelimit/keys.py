@@ -6,12 +6,12 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ..exchange import Exchange
+    from ...exchange import Exchange
 
-__all__ = ["Key", "KeyLike", "as_key", "by_client_ip", "by_client_network", "by_header", "by_route", "by_subject"]
+__all__ = ["Key", "KeyLike", "by_client_ip", "by_client_network", "by_header", "by_route", "by_subject"]
 
 KeyFunction = Callable[["Exchange"], "str | None"]
 

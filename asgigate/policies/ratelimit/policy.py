@@ -1,4 +1,4 @@
-"""Rate limits, quotas and concurrency limits, on the `limits` library's async strategies and stores.
+"""RateLimit: rate limits and quotas, on the `limits` library's async strategies and stores.
 
 A request's decision is one atomic store operation per limit (an INCR, or a script for the moving and sliding
 windows), so several gateway processes sharing one Redis never admit more than the limit. Limits are tried
@@ -19,46 +19,23 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias
 
-from ..errors import ConfigurationError, Forbidden, GatewayError, QuotaExceeded, RateLimited, RequestTerminated
-from ..pipeline import Policy
-from ._ratelimit_concurrency import ConcurrencyLimit
-from ._ratelimit_keys import (
-    Key,
-    KeyLike,
-    as_key,
-    by_client_ip,
-    by_client_network,
-    by_header,
-    by_route,
-    by_subject,
-)
-from ._ratelimit_limits import STRATEGIES, Limit, LimitsLike, Plan, Strategy, as_limits, limiter, window_text
-from ._ratelimit_store import RateLimitStore, register_store_metrics
+from ...errors import ConfigurationError, Forbidden, GatewayError, QuotaExceeded, RateLimited, RequestTerminated
+from ...pipeline import Policy
 from ._redis_wire import RedisWire
+from .keys import Key, KeyLike, as_key, by_client_ip
+from .limits import STRATEGIES, Limit, LimitsLike, Plan, Strategy, as_limits, limiter, window_text
+from .store import RateLimitStore, register_store_metrics
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
     from starlette.responses import Response
 
-    from ..exchange import Exchange
-    from ..metrics import Metrics
-    from ..pipeline import ResponseHead
-    from ._ratelimit_memory import MemoryCounters
+    from ...exchange import Exchange
+    from ...metrics import Metrics
+    from ...pipeline import ResponseHead
+    from ._memory import MemoryCounters
 
-__all__ = [
-    "ConcurrencyLimit",
-    "Key",
-    "Limit",
-    "LimitUsage",
-    "Plan",
-    "RateLimit",
-    "RateLimitStore",
-    "by_client_ip",
-    "by_client_network",
-    "by_header",
-    "by_route",
-    "by_subject",
-]
+__all__ = ["HeaderSet", "LimitUsage", "MissingKey", "RateLimit"]
 
 MissingKey: TypeAlias = Literal["shared", "allow"] | type[GatewayError]
 _HEADER_NAMES = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit", b"x-ratelimit-remaining",

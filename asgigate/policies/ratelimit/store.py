@@ -16,16 +16,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
 from ._redis_wire import RedisWire
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
 
-    from ..metrics import Metrics
-    from ._ratelimit_memory import MemoryCounters
+    from ...metrics import Metrics
+    from ._memory import MemoryCounters
 
-__all__ = ["OnFailure", "RateLimitStore", "require_limits"]
+__all__ = ["OnFailure", "RateLimitStore"]
 
 logger = logging.getLogger("asgigate.ratelimit")
 
@@ -162,7 +162,7 @@ class RateLimitStore:
         require_limits()
         from limits._storage_scheme import SCHEMES
 
-        from ._ratelimit_memory import MemoryCounters
+        from ._memory import MemoryCounters
 
         scheme = urllib.parse.urlsplit(uri).scheme
         full = uri if scheme.startswith("async+") else f"async+{uri}"
@@ -324,7 +324,7 @@ class RateLimitStore:
         if self.counters is not None:
             return self.counters
         if self._fallback is None or self._loop is not asyncio.get_running_loop():
-            from ._ratelimit_memory import MemoryCounters
+            from ._memory import MemoryCounters
 
             self.storage()
             self._fallback = MemoryCounters(self.max_bytes)
