@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from ._paths import PathTemplate
 from .errors import BadRequest, ConfigurationError, MethodNotAllowed, NotFound
+from .targets.mount import MountedApp
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -212,17 +213,44 @@ class Group:
         return f"Group({self.prefix!r}, {len(self.routes)} routes)"
 
 
-def Mount(prefix: str, app: Callable[..., Any], **kwargs: Any) -> Group:
-    """Serve a whole ASGI app (Starlette, FastAPI, ...) under `prefix`, with the app seeing `root_path`."""
-    from .targets.mount import MountedApp
+class Mount(Group):
+    """Serve a whole ASGI app (Starlette, FastAPI, ...) under `prefix`, with the app seeing `root_path`.
 
-    target = MountedApp(app, prefix)
-    return Group(
-        "",
-        [Route(prefix, target), Route(prefix + "/{path:path}", target)],
-        name=kwargs.pop("name", prefix),
-        **kwargs,
-    )
+    A group of two routes, `prefix` and `prefix/{path:path}`, both ending in the app; the keyword options are the
+    group's, so a mounted app gets policies, predicates and error settings like any other group.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        app: Callable[..., Any],
+        *,
+        host: str | None = None,
+        headers: Mapping[str, Matcher] | None = None,
+        query: Mapping[str, Matcher] | None = None,
+        policies: Sequence[PolicyLike] = (),
+        skip: Iterable[type] = (),
+        errors: ErrorsLike | None = None,
+        name: str | None = None,
+    ) -> None:
+        target = MountedApp(app, prefix)
+        # The group's own prefix stays empty: the routes carry the mount path, so that `prefix` itself matches.
+        super().__init__(
+            "",
+            [Route(prefix, target), Route(prefix + "/{path:path}", target)],
+            host=host,
+            headers=headers,
+            query=query,
+            policies=policies,
+            skip=skip,
+            errors=errors,
+            name=prefix if name is None else name,
+        )
+        self.path = prefix
+        self.app = app
+
+    def __repr__(self) -> str:
+        return f"Mount({self.path!r}, {getattr(self.app, '__qualname__', type(self.app).__name__)})"
 
 
 class RouteTable:
