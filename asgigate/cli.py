@@ -11,6 +11,8 @@ from typing import Any
 from .errors import ConfigurationError
 from .gateway import Gateway
 
+__all__: list[str] = []  # the command line is this module's interface: `asgigate --help`
+
 
 def load(spec: str) -> Gateway:
     module_name, _, attr = spec.partition(":")

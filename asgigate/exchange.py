@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from .routing import Route
     from .types import Receive
 
+__all__ = ["Exchange"]
+
 SCOPE_KEY = "asgigate.exchange"
 
 

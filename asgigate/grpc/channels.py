@@ -14,6 +14,8 @@ import grpc.aio
 from ..errors import ConfigurationError
 from ..upstream import Upstream
 
+__all__ = ["GrpcUpstream"]
+
 
 class GrpcUpstream(Upstream):
     """A gRPC backend: ``GrpcUpstream("grpc://orders:50051")`` or ``"grpcs://..."`` for TLS.

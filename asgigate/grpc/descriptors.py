@@ -22,6 +22,8 @@ from google.protobuf.message import DecodeError, Message
 
 from ..errors import ConfigurationError
 
+__all__ = ["Descriptors", "compile_protos"]
+
 # Field numbers in descriptor.proto, for source_code_info paths.
 _MESSAGE_TYPE, _SERVICE, _METHOD, _FIELD, _ENUM, _ENUM_VALUE = 4, 6, 2, 2, 5, 2
 

@@ -21,6 +21,8 @@ from typing import Any
 from .._paths import SEP, PathTemplate, decode_param
 from ..errors import ConfigurationError
 
+__all__: list[str] = []  # internal: the transcoding rules of `GrpcService`
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LITERAL = re.compile(r"[^/{}*=:]+")
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch")

@@ -21,6 +21,8 @@ from google.protobuf.message import Message
 from ..errors import BadRequest, ConfigurationError, InvalidBody
 from .httprule import Binding
 
+__all__ = ["JsonOptions"]
+
 # Descriptors are typed loosely: the C (upb) and Python implementations differ in the stubs.
 DescriptorT = Any
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ..types import Receive, Send
     from .target import GrpcMethod, GrpcService
 
+__all__: list[str] = []  # internal: served by `GrpcService.openapi()`
+
 # Descriptors are typed loosely: the C (upb) and Python implementations differ in the stubs.
 DescriptorT = Any
 

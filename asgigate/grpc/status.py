@@ -22,6 +22,8 @@ from ..errors import GatewayError, GrpcStatusError
 if TYPE_CHECKING:
     from ..exchange import Exchange
 
+__all__: list[str] = []  # internal: google.rpc.Status replies
+
 logger = logging.getLogger("asgigate")
 
 CODE_NAMES = (

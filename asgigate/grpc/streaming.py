@@ -18,6 +18,8 @@ from ..errors import ClientDisconnected, InvalidBody, PayloadTooLarge
 if TYPE_CHECKING:
     from ..types import Receive
 
+__all__: list[str] = []  # internal: the framing of streamed replies
+
 StreamFormat = Literal["ndjson", "json-array", "sse"]
 FORMATS: tuple[str, ...] = ("ndjson", "json-array", "sse")
 

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from ..replies import ErrorsLike
     from ..types import Receive, Send
 
+__all__ = ["GrpcService", "MethodSettings"]
+
 ErrorFormat = Literal["grpc", "gateway"]
 
 _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")

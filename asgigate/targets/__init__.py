@@ -1,1 +1,3 @@
 """Route targets: the terminal handler at the end of every chain."""
+
+__all__: list[str] = []  # the targets are exported at the top level: asgigate.Proxy, asgigate.Direct, ...

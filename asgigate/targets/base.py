@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from ..types import Receive, Send
     from ..upstream import Upstream
 
+__all__ = ["App", "Handler", "Target"]
+
 
 class Target:
     """Base class of route targets (Proxy, Direct, Redirect, a mounted app, a handler)."""

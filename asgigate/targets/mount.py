@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..types import Receive, Send
 
+__all__: list[str] = []  # internal: the target of a `Mount`
+
 
 class MountedApp(Target):
     """The mounted app sees `root_path` extended by the prefix, as under Starlette's own Mount."""

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from ..types import Receive, Send
     from .proxy import Proxy
 
+__all__: list[str] = []  # internal: the WebSocket half of `Proxy`
+
 # Headers the websocket client sets itself, or that only concern the client's own hop.
 _SKIP = frozenset(
     {b"host", b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version",
