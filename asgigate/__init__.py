@@ -1,7 +1,14 @@
-"""asgigate: build your own edge API gateway or backend-for-frontend as ordinary Python code."""
+"""asgigate: build your own edge API gateway or backend-for-frontend as ordinary Python code.
+
+The top level is the core (gateway, routes, targets, policies, upstreams, replies, errors) and the headline policy
+or target of each feature. Their building blocks live in the feature's package: `asgigate.policies.ratelimit`
+(Limit, Plan, keys, stores), `asgigate.policies.auth` (Identity, Consumer, sessions), `asgigate.graphql`,
+`asgigate.grpc`, `asgigate.metrics` (Counter, Gauge, Histogram) and `asgigate.testing` (BackgroundServer).
+"""
 
 from typing import TYPE_CHECKING, Any
 
+from . import _deprecated
 from .accesslog import AccessLog
 from .errors import (
     BadGateway,
@@ -38,76 +45,35 @@ from .errors import (
 )
 from .exchange import Exchange
 from .gateway import Gateway
-from .metrics import Counter, Gauge, Histogram, Metrics
+from .metrics import Metrics
 from .pipeline import Policy, ResponseHead
 from .policies.auth import (
     AnyAuth,
     ApiKeyAuth,
-    Authenticator,
     Authorize,
     ClientCredentials,
-    Consumer,
     ForwardAuth,
     ForwardIdentity,
-    Identity,
     IntrospectionAuth,
-    hash_api_key,
 )
 from .policies.faults import FaultInjection
-from .policies.ratelimit import (
-    ConcurrencyLimit,
-    Key,
-    Limit,
-    LimitUsage,
-    Plan,
-    RateLimit,
-    RateLimitStore,
-    by_client_ip,
-    by_client_network,
-    by_header,
-    by_route,
-    by_subject,
-)
+from .policies.ratelimit import ConcurrencyLimit, RateLimit
 from .policies.terminate import Terminate
 from .replies import ErrorReplies, Reply
 from .responses import JSONResponse, ProblemResponse, problem_response
 from .routing import Group, Mount, Route
 from .targets.base import App, Handler, Target
 from .targets.direct import Direct, Redirect
+from .targets.intercept_errors import InterceptErrors
 from .targets.mock import Mock
 from .targets.proxy import Proxy
-from .targets.upstream_errors import UpstreamErrors
-from .testing import BackgroundServer, serve_in_thread
 from .upstream import Upstream
 
 if TYPE_CHECKING:
-    from .graphql import (
-        BackendCallError,
-        BatchLoader,
-        DeGraphQL,
-        Extend,
-        GraphQL,
-        GraphQLContext,
-        GraphQLCost,
-        GraphQLLimits,
-        GrpcBackend,
-        GrpcBatch,
-        PersistedQueries,
-        RemoteSchema,
-        RestBatch,
-        Safelist,
-        batch_loader,
-    )
-    from .grpc import Descriptors, GrpcService, GrpcUpstream, JsonOptions, MethodSettings, compile_protos
+    from .graphql import GraphQL
+    from .grpc import GrpcService, GrpcUpstream
     from .policies.auth.jwt import BearerAuth
-    from .policies.auth.oidc_login import (
-        CookieSessions,
-        MemorySessions,
-        OIDCLogin,
-        RedisSessions,
-        SessionAuth,
-        TokenRelay,
-    )
+    from .policies.auth.oidc_login import OIDCLogin, SessionAuth, TokenRelay
 
 __version__ = "0.1.0"
 
@@ -116,29 +82,19 @@ __all__ = [
     "AnyAuth",
     "ApiKeyAuth",
     "App",
-    "Authenticator",
     "Authorize",
-    "BackendCallError",
-    "BackgroundServer",
     "BadGateway",
     "BadRequest",
-    "BatchLoader",
     "BearerAuth",
     "ClientCredentials",
     "ClientDisconnected",
     "ClientError",
     "ConcurrencyLimit",
     "ConfigurationError",
-    "Consumer",
-    "CookieSessions",
-    "Counter",
-    "DeGraphQL",
-    "Descriptors",
     "Direct",
     "ErrorReplies",
     "Exchange",
     "ExpiredToken",
-    "Extend",
     "FaultInjected",
     "FaultInjection",
     "Forbidden",
@@ -146,34 +102,21 @@ __all__ = [
     "ForwardIdentity",
     "Gateway",
     "GatewayError",
-    "Gauge",
     "GraphQL",
-    "GraphQLContext",
-    "GraphQLCost",
-    "GraphQLLimits",
     "Group",
-    "GrpcBackend",
-    "GrpcBatch",
     "GrpcService",
     "GrpcStatusError",
     "GrpcUpstream",
     "Handler",
-    "Histogram",
-    "Identity",
     "InsufficientScope",
+    "InterceptErrors",
     "IntrospectionAuth",
     "InvalidBody",
     "InvalidPath",
     "InvalidRequest",
     "InvalidToken",
     "JSONResponse",
-    "JsonOptions",
-    "Key",
-    "Limit",
-    "LimitUsage",
-    "MemorySessions",
     "MethodNotAllowed",
-    "MethodSettings",
     "Metrics",
     "Mock",
     "Mount",
@@ -181,24 +124,17 @@ __all__ = [
     "NotFound",
     "OIDCLogin",
     "PayloadTooLarge",
-    "PersistedQueries",
-    "Plan",
     "Policy",
     "ProblemResponse",
     "Proxy",
     "QuotaExceeded",
     "RateLimit",
-    "RateLimitStore",
     "RateLimited",
     "Redirect",
-    "RedisSessions",
-    "RemoteSchema",
     "Reply",
     "RequestTerminated",
     "ResponseHead",
-    "RestBatch",
     "Route",
-    "Safelist",
     "SessionAuth",
     "Target",
     "Terminate",
@@ -209,32 +145,41 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamErrorResponse",
-    "UpstreamErrors",
     "UpstreamProtocolError",
     "UpstreamResponseTooLarge",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "__version__",
-    "batch_loader",
-    "by_client_ip",
-    "by_client_network",
-    "by_header",
-    "by_route",
-    "by_subject",
-    "compile_protos",
-    "hash_api_key",
     "problem_response",
-    "serve_in_thread",
 ]
 
 
-_AUTH_EXTRA = frozenset({"BearerAuth", "CookieSessions", "MemorySessions", "OIDCLogin", "RedisSessions",
-                         "SessionAuth", "TokenRelay"})
-_GRAPHQL_EXTRA = frozenset({"BackendCallError", "BatchLoader", "DeGraphQL", "Extend", "GraphQL", "GraphQLContext",
-                            "GraphQLCost", "GraphQLLimits", "GrpcBackend", "GrpcBatch", "PersistedQueries",
-                            "RemoteSchema", "RestBatch", "Safelist", "batch_loader"})
-_GRPC_EXTRA = frozenset({"Descriptors", "GrpcService", "GrpcUpstream", "JsonOptions", "MethodSettings",
-                         "compile_protos"})
+_AUTH_EXTRA = frozenset({"BearerAuth", "OIDCLogin", "SessionAuth", "TokenRelay"})
+_GRPC_EXTRA = frozenset({"GrpcService", "GrpcUpstream"})
+
+# Names that left the top level (building blocks now in their feature's package) or were renamed: they still
+# import from here, with a DeprecationWarning, and are kept out of `__all__` and `dir()`.
+_RATELIMIT = "asgigate.policies.ratelimit"
+_AUTH = "asgigate.policies.auth"
+_GRAPHQL = "asgigate.graphql"
+_MOVED = {
+    **{name: f"{_RATELIMIT}:{name}" for name in (
+        "Key", "Limit", "LimitUsage", "Plan", "RateLimitStore",
+        "by_client_ip", "by_client_network", "by_header", "by_route", "by_subject",
+    )},
+    **{name: f"{_AUTH}:{name}" for name in (
+        "Authenticator", "Consumer", "CookieSessions", "Identity", "MemorySessions", "RedisSessions", "hash_api_key",
+    )},
+    **{name: f"{_GRAPHQL}:{name}" for name in (
+        "BackendCallError", "BatchLoader", "DeGraphQL", "Extend", "GraphQLContext", "GraphQLCost", "GraphQLLimits",
+        "GrpcBackend", "GrpcBatch", "PersistedQueries", "RemoteSchema", "RestBatch", "Safelist", "batch_loader",
+    )},
+    **{name: f"asgigate.grpc:{name}" for name in ("Descriptors", "JsonOptions", "MethodSettings", "compile_protos")},
+    **{name: f"asgigate.metrics:{name}" for name in ("Counter", "Gauge", "Histogram")},
+    **{name: f"asgigate.testing:{name}" for name in ("BackgroundServer", "serve_in_thread")},
+    "UpstreamErrors": "asgigate:InterceptErrors",
+}
+_moved = _deprecated.moved(__name__, _MOVED)
 
 
 def __getattr__(name: str) -> Any:
@@ -246,8 +191,11 @@ def __getattr__(name: str) -> Any:
         from . import grpc
 
         return getattr(grpc, name)
-    if name in _GRAPHQL_EXTRA:  # imported on first use: they need the `graphql` extra (strawberry-graphql)
-        from . import graphql
+    if name == "GraphQL":  # imported on first use: it needs the `graphql` extra (strawberry-graphql)
+        from .graphql import GraphQL
 
-        return getattr(graphql, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return GraphQL
+    value = _moved(name)
+    if value is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return value

@@ -371,7 +371,7 @@ class UpstreamResponseTooLarge(BadGateway):
 
 
 class UpstreamErrorResponse(UpstreamError):
-    """The upstream answered with an error that a `Proxy(upstream_errors=...)` rule replaces by the gateway's own
+    """The upstream answered with an error that a `Proxy(intercept_errors=...)` rule replaces by the gateway's own
     reply (its body is discarded, never shown). `upstream_status` is what the upstream said; `status_code` is
     what the client gets: the same status, or the one the rule maps it to."""
 

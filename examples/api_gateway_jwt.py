@@ -27,10 +27,8 @@ from starlette.routing import Route as StarletteRoute
 from asgigate import (
     AnyAuth,
     ApiKeyAuth,
-    Authenticator,
     Authorize,
     BearerAuth,
-    Consumer,
     Direct,
     ForwardIdentity,
     Gateway,
@@ -39,6 +37,7 @@ from asgigate import (
     Route,
     Upstream,
 )
+from asgigate.policies.auth import Authenticator, Consumer
 from asgigate.testing import serve_in_thread
 
 DEMO_ISSUER = "https://login.example.com"

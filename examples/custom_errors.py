@@ -27,6 +27,7 @@ from asgigate import (
     Gateway,
     GatewayError,
     Group,
+    InterceptErrors,
     Mock,
     NotFound,
     Policy,
@@ -37,7 +38,6 @@ from asgigate import (
     Unauthorized,
     Upstream,
     UpstreamError,
-    UpstreamErrors,
 )
 from asgigate.testing import serve_in_thread
 
@@ -124,7 +124,7 @@ class Shop(Gateway):
             Group("/api/v2", [
                 # the catalogue's own 5xx pages are replaced by the gateway's reply; its 404s pass as they are
                 Route("/products/{rest:path}",
-                      Proxy(self.catalog, strip_prefix="/api/v2", upstream_errors=UpstreamErrors(replace=["5xx"]))),
+                      Proxy(self.catalog, strip_prefix="/api/v2", intercept_errors=InterceptErrors(replace=["5xx"]))),
                 # no backend yet: answer from examples (`Prefer: example=empty` picks the other one)
                 Route("/reviews/{product:int}",
                       Mock({"product": "{product}", "reviews": [{"stars": 5, "text": "Lovely."}]},
@@ -132,8 +132,8 @@ class Shop(Gateway):
                 Route("/orders", Direct(json=[]), policies=[self.admin]),
             ]),
             Group("/mobile/v1", [
-                Route("/products/{rest:path}",
-                      Proxy(self.catalog, strip_prefix="/mobile/v1", upstream_errors=UpstreamErrors(replace=["5xx"]))),
+                Route("/products/{rest:path}", Proxy(self.catalog, strip_prefix="/mobile/v1",
+                                                     intercept_errors=InterceptErrors(replace=["5xx"]))),
             ], errors=legacy_errors),
         ]
 

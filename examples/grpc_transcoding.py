@@ -28,8 +28,9 @@ import grpc
 import grpc.aio
 import uvicorn
 
-from asgigate import Gateway, Group, RateLimit, Route, by_client_ip
+from asgigate import Gateway, Group, RateLimit, Route
 from asgigate.grpc import Descriptors, GrpcService, MethodSettings, compile_protos
+from asgigate.policies.ratelimit import by_client_ip
 
 PROTO = """
 syntax = "proto3";

@@ -34,7 +34,7 @@ from starlette.routing import Route as StarletteRoute
 from strawberry.asgi import GraphQL as StrawberryApp
 from strawberry.types import Info
 
-from asgigate import Gateway, Policy, RateLimit, Route, Upstream, by_subject, serve_in_thread
+from asgigate import Gateway, Policy, RateLimit, Route, Upstream
 from asgigate.exchange import Exchange
 from asgigate.graphql import (
     DeGraphQL,
@@ -50,6 +50,8 @@ from asgigate.graphql import (
     RestBatch,
 )
 from asgigate.policies.auth import Identity
+from asgigate.policies.ratelimit import by_subject
+from asgigate.testing import serve_in_thread
 
 # --- the gateway's own schema -------------------------------------------------------------------------------
 

@@ -29,17 +29,14 @@ from asgigate import (
     Exchange,
     Gateway,
     Group,
-    Plan,
     Policy,
     Proxy,
     RateLimit,
-    RateLimitStore,
     Route,
     Unauthorized,
     Upstream,
-    by_client_ip,
-    by_subject,
 )
+from asgigate.policies.ratelimit import Plan, RateLimitStore, by_client_ip, by_subject
 from asgigate.testing import serve_in_thread
 
 # API key → (consumer, plan). Stands in for a consumer database or an authentication policy.

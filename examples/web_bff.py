@@ -27,18 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route as StarletteRoute
 
-from asgigate import (
-    Direct,
-    Gateway,
-    Group,
-    OIDCLogin,
-    Proxy,
-    RedisSessions,
-    Route,
-    SessionAuth,
-    TokenRelay,
-    Upstream,
-)
+from asgigate import Direct, Gateway, Group, OIDCLogin, Proxy, Route, SessionAuth, TokenRelay, Upstream
+from asgigate.policies.auth import RedisSessions
 from asgigate.testing import serve_in_thread
 
 PAGE = """<!doctype html>

@@ -22,14 +22,11 @@ from starlette.routing import Route as StarletteRoute
 from asgigate import (
     AnyAuth,
     ApiKeyAuth,
-    Authenticator,
     BearerAuth,
     ClientCredentials,
-    Consumer,
     Exchange,
     ForwardAuth,
     Gateway,
-    Identity,
     IntrospectionAuth,
     InvalidRequest,
     InvalidToken,
@@ -39,8 +36,8 @@ from asgigate import (
     SessionAuth,
     TokenRelay,
     Upstream,
-    hash_api_key,
 )
+from asgigate.policies.auth import Authenticator, Consumer, Identity, hash_api_key
 from asgigate.policies.auth._session import Session
 
 from rawupstream import RawUpstream

@@ -15,17 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from asgigate import (
-    ApiKeyAuth,
-    ConfigurationError,
-    Consumer,
-    ForwardAuth,
-    Gateway,
-    Proxy,
-    Route,
-    Upstream,
-    hash_api_key,
-)
+from asgigate import ApiKeyAuth, ConfigurationError, ForwardAuth, Gateway, Proxy, Route, Upstream
+from asgigate.policies.auth import Consumer, hash_api_key
 
 from servers import ThreadServer
 

@@ -17,7 +17,6 @@ from idp.provider import OpenIDProvider, openid_provider
 
 from asgigate import (
     AnyAuth,
-    Authenticator,
     Authorize,
     BearerAuth,
     ClientCredentials,
@@ -29,6 +28,7 @@ from asgigate import (
     Upstream,
     UpstreamUnavailable,
 )
+from asgigate.policies.auth import Authenticator
 
 from servers import ThreadServer
 

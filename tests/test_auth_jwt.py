@@ -20,18 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from asgigate import (
-    Authenticator,
-    BearerAuth,
-    ConfigurationError,
-    Direct,
-    Exchange,
-    ExpiredToken,
-    Gateway,
-    Identity,
-    InvalidToken,
-    Route,
-)
+from asgigate import BearerAuth, ConfigurationError, Direct, Exchange, ExpiredToken, Gateway, InvalidToken, Route
+from asgigate.policies.auth import Authenticator, Identity
 
 from servers import ThreadServer, wait_until
 

@@ -13,24 +13,21 @@ from starlette.responses import JSONResponse, Response
 from asgigate import (
     AnyAuth,
     ApiKeyAuth,
-    Authenticator,
     Authorize,
     BearerAuth,
     ClientCredentials,
     ConfigurationError,
-    Consumer,
     Direct,
     Exchange,
     ForwardIdentity,
     Gateway,
     Group,
-    Identity,
     IntrospectionAuth,
     Proxy,
     Route,
     Upstream,
-    hash_api_key,
 )
+from asgigate.policies.auth import Authenticator, Consumer, Identity, hash_api_key
 
 from servers import ThreadServer
 

@@ -15,20 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from asgigate import (
-    ConfigurationError,
-    CookieSessions,
-    Exchange,
-    Gateway,
-    MemorySessions,
-    OIDCLogin,
-    Proxy,
-    RedisSessions,
-    Route,
-    SessionAuth,
-    TokenRelay,
-    Upstream,
-)
+from asgigate import ConfigurationError, Exchange, Gateway, OIDCLogin, Proxy, Route, SessionAuth, TokenRelay, Upstream
+from asgigate.policies.auth import CookieSessions, MemorySessions, RedisSessions
 from asgigate.policies.auth._session import Session, SessionCipher
 
 from redisserver import RedisServer

@@ -24,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route as StarletteRoute
 
-from asgigate import Gateway, OIDCLogin, Proxy, RedisSessions, Route, SessionAuth, TokenRelay, Upstream
+from asgigate import Gateway, OIDCLogin, Proxy, Route, SessionAuth, TokenRelay, Upstream
+from asgigate.policies.auth import RedisSessions
 
 from redisserver import RedisServer
 from servers import ThreadServer, free_port

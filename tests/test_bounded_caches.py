@@ -36,11 +36,10 @@ from asgigate import (
     Proxy,
     Route,
     Upstream,
-    by_client_network,
-    by_header,
 )
 from asgigate._cache import json_size
 from asgigate.policies.auth._session import MemorySessions, Session
+from asgigate.policies.ratelimit import by_client_network, by_header
 from asgigate.targets import proxy
 
 from servers import ThreadServer, raw_request

@@ -16,19 +16,10 @@ import strawberry
 from graphql import parse
 from strawberry.types import Info
 
-from asgigate import (
-    ConfigurationError,
-    Exchange,
-    Gateway,
-    Policy,
-    RateLimit,
-    ResponseHead,
-    Route,
-    Upstream,
-    by_client_ip,
-)
+from asgigate import ConfigurationError, Exchange, Gateway, Policy, RateLimit, ResponseHead, Route, Upstream
 from asgigate.graphql import GraphQL, GraphQLContext, GraphQLCost, GraphQLLimits, PersistedQueries, Safelist
 from asgigate.graphql.protection import MAX_COST
+from asgigate.policies.ratelimit import by_client_ip
 
 from graphqlbackends import load
 from servers import ThreadServer

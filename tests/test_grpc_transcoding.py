@@ -11,8 +11,9 @@ from urllib.parse import quote, urlencode
 import httpx
 import pytest
 
-from asgigate import Exchange, Gateway, Group, Policy, RateLimit, ResponseHead, Route, by_header
+from asgigate import Exchange, Gateway, Group, Policy, RateLimit, ResponseHead, Route
 from asgigate.grpc import GrpcService, GrpcUpstream, JsonOptions, MethodSettings
+from asgigate.policies.ratelimit import by_header
 
 from grpcbackend import GrpcServer, compiled
 from servers import ThreadServer, free_port

@@ -20,20 +20,8 @@ import httpx
 import pytest
 from starlette.responses import PlainTextResponse
 
-from asgigate import (
-    ConcurrencyLimit,
-    Direct,
-    Gateway,
-    Group,
-    Limit,
-    Policy,
-    Proxy,
-    RateLimit,
-    RateLimitStore,
-    Route,
-    Upstream,
-    by_route,
-)
+from asgigate import ConcurrencyLimit, Direct, Gateway, Group, Policy, Proxy, RateLimit, Route, Upstream
+from asgigate.policies.ratelimit import Limit, RateLimitStore, by_route
 
 from redisserver import RedisServer
 from servers import ThreadServer, wait_until, wait_until_async

@@ -22,12 +22,12 @@ from asgigate import (
     Policy,
     Proxy,
     RateLimit,
-    RateLimitStore,
     Route,
     Terminate,
     Upstream,
 )
 from asgigate.exchange import Exchange
+from asgigate.policies.ratelimit import RateLimitStore
 
 from redisserver import RedisServer
 from servers import PYTHON, ThreadServer, free_port, serve_process

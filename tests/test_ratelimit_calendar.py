@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from asgigate import ConfigurationError, Direct, Gateway, Limit, Plan, RateLimit, RateLimitStore, Route, by_header
+from asgigate import ConfigurationError, Direct, Gateway, RateLimit, Route
+from asgigate.policies.ratelimit import Limit, Plan, RateLimitStore, by_header
 from asgigate.policies.ratelimit.limits import calendar_period
 
 from redisserver import RedisServer

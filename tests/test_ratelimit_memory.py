@@ -11,18 +11,8 @@ import time
 import httpx
 import pytest
 
-from asgigate import (
-    ConfigurationError,
-    Direct,
-    Exchange,
-    Gateway,
-    Limit,
-    Metrics,
-    RateLimit,
-    RateLimitStore,
-    Route,
-    by_header,
-)
+from asgigate import ConfigurationError, Direct, Exchange, Gateway, Metrics, RateLimit, Route
+from asgigate.policies.ratelimit import Limit, RateLimitStore, by_header
 from asgigate.policies.ratelimit._memory import COUNTER_BYTES, MemoryCounters
 
 from servers import ThreadServer, free_port, serve_process, uvicorn_cmd

@@ -17,17 +17,8 @@ import httpx
 import pytest
 from starlette.responses import PlainTextResponse
 
-from asgigate import (
-    ConcurrencyLimit,
-    Direct,
-    Exchange,
-    Gateway,
-    JSONResponse,
-    RateLimit,
-    RateLimitStore,
-    Route,
-    by_header,
-)
+from asgigate import ConcurrencyLimit, Direct, Exchange, Gateway, JSONResponse, RateLimit, Route
+from asgigate.policies.ratelimit import RateLimitStore, by_header
 
 from redisserver import RedisServer
 from servers import free_port, serve_process, uvicorn_cmd, wait_until_async

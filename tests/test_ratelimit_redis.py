@@ -12,21 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from asgigate import (
-    ConcurrencyLimit,
-    Direct,
-    Exchange,
-    Gateway,
-    JSONResponse,
-    Limit,
-    Proxy,
-    RateLimit,
-    RateLimitStore,
-    Route,
-    Upstream,
-    by_header,
-    by_route,
-)
+from asgigate import ConcurrencyLimit, Direct, Exchange, Gateway, JSONResponse, Proxy, RateLimit, Route, Upstream
+from asgigate.policies.ratelimit import Limit, RateLimitStore, by_header, by_route
 
 from redisserver import RedisServer
 from servers import ThreadServer, free_port, serve_process, uvicorn_cmd, wait_until

@@ -24,17 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asgigate import (
-    ConcurrencyLimit,
-    ConfigurationError,
-    Direct,
-    Gateway,
-    Limit,
-    RateLimit,
-    RateLimitStore,
-    Route,
-    by_route,
-)
+from asgigate import ConcurrencyLimit, ConfigurationError, Direct, Gateway, RateLimit, Route
+from asgigate.policies.ratelimit import Limit, RateLimitStore, by_route
 from asgigate.policies.ratelimit._redis_wire import RedisError, RedisWire, tls_context
 from asgigate.types import Receive, Scope, Send
 

@@ -14,18 +14,8 @@ import httpx
 import pytest
 from starlette.responses import PlainTextResponse
 
-from asgigate import (
-    ConcurrencyLimit,
-    ConfigurationError,
-    Direct,
-    Exchange,
-    Gateway,
-    Limit,
-    RateLimit,
-    RateLimitStore,
-    Route,
-    by_route,
-)
+from asgigate import ConcurrencyLimit, ConfigurationError, Direct, Exchange, Gateway, RateLimit, Route
+from asgigate.policies.ratelimit import Limit, RateLimitStore, by_route
 
 from servers import ThreadServer
 from storeservers import MemcachedServer, RedisCluster, RedisSentinel

@@ -28,7 +28,8 @@ import httpx
 import pytest
 from test_ratelimit_redis_secure import LIMIT, STRATEGIES, HeldRoute, _key_and_cert, limited, statuses
 
-from asgigate import ConcurrencyLimit, ConfigurationError, RateLimitStore
+from asgigate import ConcurrencyLimit, ConfigurationError
+from asgigate.policies.ratelimit import RateLimitStore
 
 from servers import free_port, wait_port, wait_until_async
 

@@ -150,7 +150,8 @@ def test_malformed_replies_fail_the_connection_not_the_process() -> None:
 def test_a_redis_rate_limit_counts_through_the_wire(redis: RedisServer) -> None:
     import httpx
 
-    from asgigate import Direct, Gateway, RateLimit, RateLimitStore, Route
+    from asgigate import Direct, Gateway, RateLimit, Route
+    from asgigate.policies.ratelimit import RateLimitStore
 
     from servers import ThreadServer
 

@@ -28,6 +28,7 @@ from asgigate import (
     GatewayError,
     Group,
     InsufficientScope,
+    InterceptErrors,
     InvalidToken,
     Mock,
     NotFound,
@@ -39,7 +40,6 @@ from asgigate import (
     Terminate,
     Unauthorized,
     Upstream,
-    UpstreamErrors,
 )
 from asgigate._accept import negotiate
 from asgigate._templates import JSONTemplate, TemplateError, TextTemplate
@@ -132,7 +132,8 @@ class Everything(Gateway):
             Route("/slow", Proxy(self.up, path="/slow")),
             Route("/dead", Proxy(self.dead)),
             Route("/upload", Proxy(self.up, path="/echo")),
-            Route("/upstream-500", Proxy(self.up, path="/status/500", upstream_errors=UpstreamErrors(replace=["5xx"]))),
+            Route("/upstream-500",
+                  Proxy(self.up, path="/status/500", intercept_errors=InterceptErrors(replace=["5xx"]))),
             Route("/maintenance", Direct(text="x"), policies=[Terminate(503, "Back soon.", retry_after=120)]),
             Route("/fault", Direct(text="x"), policies=[FaultInjection(abort_percent=100, abort_status=502)]),
             Route("/mock", Mock(examples={"one": {"id": 1}})),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ from ..exchange import is_trusted
 from ..upstream import Upstream, as_timeout
 from ._locations import LocationRewrite, RewriteLocation, location_rewriter
 from .base import Target
-from .upstream_errors import UpstreamErrors
+from .intercept_errors import InterceptErrors
 
 if TYPE_CHECKING:
     from .._http1 import UpstreamResponse
@@ -122,8 +123,9 @@ class Proxy(Target):
       chunked bodies as soon as they cross the limit, the upstream request then being aborted unfinished).
     - `x_forwarded` / `forwarded`: add X-Forwarded-For/Proto/Host and RFC 7239 Forwarded. Incoming copies are
       kept and extended only when the peer is one of the gateway's trusted proxies.
-    - `upstream_errors`: an `UpstreamErrors` naming the upstream error statuses that the gateway replaces by its
+    - `intercept_errors`: an `InterceptErrors` naming the upstream error statuses that the gateway replaces by its
       own error reply (their bodies are discarded); by default every upstream response is relayed as it is.
+      `upstream_errors=` is its deprecated old name.
     - `rewrite_location`: `Location` / `Content-Location` URLs on the upstream's own origin are rewritten to the
       client-facing scheme, host and path (True, the default); False leaves them; a mapping of URL prefixes to
       replacements, or a function ``(exchange, value) -> value``, rewrites them your way instead.
@@ -141,8 +143,9 @@ class Proxy(Target):
         max_body_size: int | None = None,
         x_forwarded: bool = True,
         forwarded: bool = True,
-        upstream_errors: UpstreamErrors | None = None,
+        intercept_errors: InterceptErrors | None = None,
         rewrite_location: RewriteLocation = True,
+        upstream_errors: InterceptErrors | None = None,
     ) -> None:
         if not isinstance(upstream, Upstream):
             raise ConfigurationError(f"Proxy needs an Upstream, got {upstream!r}.")
@@ -161,9 +164,17 @@ class Proxy(Target):
         self.max_body_size = max_body_size
         self.x_forwarded = x_forwarded
         self.forwarded = forwarded
-        if upstream_errors is not None and not isinstance(upstream_errors, UpstreamErrors):
-            raise ConfigurationError(f"Proxy upstream_errors= takes an UpstreamErrors, got {upstream_errors!r}.")
-        self.upstream_errors = upstream_errors
+        if upstream_errors is not None:
+            if intercept_errors is not None:
+                raise ConfigurationError(
+                    "Proxy takes intercept_errors= or its deprecated old name upstream_errors=, not both."
+                )
+            warnings.warn("Proxy(upstream_errors=) is deprecated: use intercept_errors=", DeprecationWarning,
+                          stacklevel=2)
+            intercept_errors = upstream_errors
+        if intercept_errors is not None and not isinstance(intercept_errors, InterceptErrors):
+            raise ConfigurationError(f"Proxy intercept_errors= takes an InterceptErrors, got {intercept_errors!r}.")
+        self.intercept_errors = intercept_errors
         if not (isinstance(rewrite_location, (bool, Mapping)) or callable(rewrite_location)):
             raise ConfigurationError(
                 "Proxy rewrite_location= takes True, False, a mapping of URL prefixes or a function, "
@@ -278,8 +289,8 @@ class Proxy(Target):
         )
         try:
             exchange.upstream_ms = exchange.elapsed_ms()
-            if self.upstream_errors is not None:
-                await self.upstream_errors.check(response, self.upstream.name)  # raises to replace the reply
+            if self.intercept_errors is not None:
+                await self.intercept_errors.check(response, self.upstream.name)  # raises to replace the reply
             start = {"type": "http.response.start", "status": response.status,
                      "headers": _response_headers(response.headers, exchange, self._rewrite)}
             if response.complete:

@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Any
 
-from asgigate import AccessLog, BearerAuth, Gateway, Metrics, RateLimit, RateLimitStore, Upstream, by_client_ip
+from asgigate import AccessLog, BearerAuth, Gateway, Metrics, RateLimit, Upstream
+from asgigate.policies.ratelimit import RateLimitStore, by_client_ip
 from asgigate.policies.ratelimit.policy import HeaderSet
 
 NEVER_REFUSES = "1000000000/hour"

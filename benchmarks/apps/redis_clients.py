@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 from typing import Any
 
-from asgigate import RateLimitStore
+from asgigate.policies.ratelimit import RateLimitStore
 from asgigate.policies.ratelimit._redis_wire import _INCR_WINDOW
 
 

@@ -23,8 +23,8 @@ from asgigate import (
     ResponseHead,
     Route,
     Upstream,
-    by_header,
 )
+from asgigate.policies.ratelimit import by_header
 from asgigate.responses import JSONResponse
 
 

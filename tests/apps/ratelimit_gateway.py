@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from asgigate import Direct, Gateway, Limit, Metrics, RateLimit, RateLimitStore, Route, by_header
+from asgigate import Direct, Gateway, Metrics, RateLimit, Route
+from asgigate.policies.ratelimit import Limit, RateLimitStore, by_header
 
 store = RateLimitStore(max_bytes=int(os.environ.get("RATELIMIT_MAX_BYTES", 64 * 1024 * 1024)))
 

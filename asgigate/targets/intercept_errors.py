@@ -1,11 +1,12 @@
-"""Upstream error responses replaced by the gateway's own error reply: `Proxy(..., upstream_errors=...)`.
+"""Upstream error responses replaced by the gateway's own error reply: `Proxy(..., intercept_errors=...)`.
 
 By default a proxy relays every upstream response as it is, errors included. A route that must not show its
 backend's error pages (a stack trace, an HTML page from a framework, an internal message) lists the statuses to
 replace; the matching response's body is read and thrown away (or, past a small size, its connection is closed
 instead), never sent, and the client gets an `UpstreamErrorResponse` rendered like every other gateway error.
 The check costs the proxy one `is not None` test per response when the option is off, and one tuple lookup
-when it is on.
+when it is on. The name follows nginx's `proxy_intercept_errors`; `UpstreamErrors` is its deprecated old name (too
+close to the exception `UpstreamError`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import ConfigurationError, UpstreamError, UpstreamErrorResponse
 if TYPE_CHECKING:
     from .._http1 import UpstreamResponse
 
-__all__ = ["UpstreamErrors"]
+__all__ = ["InterceptErrors"]
 
 DRAIN_LIMIT = 64 * 1024  # read and drop at most this much of a replaced body to keep the connection; else close it
 DRAIN_TIMEOUT = 1.0  # seconds
@@ -28,19 +29,19 @@ DRAIN_TIMEOUT = 1.0  # seconds
 
 def _statuses(selector: int | str) -> range:
     if isinstance(selector, bool):
-        raise ConfigurationError(f"UpstreamErrors: {selector!r} is not a status.")
+        raise ConfigurationError(f"InterceptErrors: {selector!r} is not a status.")
     if isinstance(selector, int) and 400 <= selector <= 599:
         return range(selector, selector + 1)
     if selector in ("4xx", "5xx"):
         start = int(str(selector)[0]) * 100
         return range(start, start + 100)
-    raise ConfigurationError(f"UpstreamErrors: {selector!r} is not an error status (400-599) nor '4xx' or '5xx'.")
+    raise ConfigurationError(f"InterceptErrors: {selector!r} is not an error status (400-599) nor '4xx' or '5xx'.")
 
 
-class UpstreamErrors:
+class InterceptErrors:
     """Which upstream error responses a proxied route replaces with the gateway's own error reply.
 
-    ``UpstreamErrors(replace=["5xx"], remap={404: 502}, keep=[503], content_type="text/html")``:
+    ``InterceptErrors(replace=["5xx"], remap={404: 502}, keep=[503], content_type="text/html")``:
 
     - `replace`: statuses ("4xx", "5xx" or one status) answered by the gateway with the same status;
     - `remap`: statuses answered by the gateway with another status (`{"5xx": 502}`: every 5xx becomes a 502);
@@ -70,21 +71,21 @@ class UpstreamErrors:
         self.content_type = tuple(t.strip().lower() for t in types)
         for media in self.content_type:
             if media.count("/") != 1 or media.startswith("*"):
-                raise ConfigurationError(f"UpstreamErrors: content_type {media!r} is not 'type/subtype' or 'type/*'.")
+                raise ConfigurationError(f"InterceptErrors: content_type {media!r} is not 'type/subtype' or 'type/*'.")
         rules: list[tuple[int | str, int | None]] = [(s, 0) for s in self.replace]
         rules += [(s, None) for s in self.keep]
         for selector, target in self.remap.items():
             if isinstance(target, bool) or not isinstance(target, int) or not 400 <= target <= 599:
-                raise ConfigurationError(f"UpstreamErrors: remap {selector!r} to {target!r}, not an error status.")
+                raise ConfigurationError(f"InterceptErrors: remap {selector!r} to {target!r}, not an error status.")
             rules.append((selector, target))
         if not rules:
-            raise ConfigurationError("UpstreamErrors needs at least one status to replace or remap.")
+            raise ConfigurationError("InterceptErrors needs at least one status to replace or remap.")
         # status -> (specificity, reply status: 0 = the upstream's own, None = keep); exact statuses beat families
         table: dict[int, tuple[int, int | None]] = {}
         seen: dict[int | str, int | None] = {}
         for selector, status in rules:
             if selector in seen:
-                raise ConfigurationError(f"UpstreamErrors: {selector!r} is named twice.")
+                raise ConfigurationError(f"InterceptErrors: {selector!r} is named twice.")
             seen[selector] = status
             statuses = _statuses(selector)
             specificity = 1 if len(statuses) == 1 else 0
@@ -98,7 +99,7 @@ class UpstreamErrors:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_") and hasattr(self, name):
-            raise AttributeError("UpstreamErrors is immutable; create a new one")
+            raise AttributeError("InterceptErrors is immutable; create a new one")
         object.__setattr__(self, name, value)
 
     def reply_status(self, response: UpstreamResponse) -> int | None:
@@ -128,7 +129,7 @@ class UpstreamErrors:
         raise UpstreamErrorResponse(self.detail, upstream_status=response.status, status=status, upstream=upstream)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, UpstreamErrors) and self._key() == other._key()
+        return isinstance(other, InterceptErrors) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -140,7 +141,7 @@ class UpstreamErrors:
         parts = [f"{name}={value!r}" for name, value in (
             ("replace", list(self.replace)), ("remap", dict(self.remap)), ("keep", list(self.keep)),
             ("content_type", list(self.content_type)), ("detail", self.detail)) if value]
-        return f"UpstreamErrors({', '.join(parts)})"
+        return f"InterceptErrors({', '.join(parts)})"
 
 
 async def discard_body(response: UpstreamResponse) -> None:

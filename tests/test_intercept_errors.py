@@ -1,4 +1,4 @@
-"""Upstream error responses replaced by the gateway's own reply: `Proxy(..., upstream_errors=UpstreamErrors(...))`.
+"""Upstream error responses replaced by the gateway's own reply: `Proxy(..., intercept_errors=InterceptErrors(...))`.
 
 A real upstream under uvicorn answers errors with bodies that must never reach the client; the tests also check
 what happens to the upstream connection (reused after a small body, closed after a large or endless one).
@@ -20,12 +20,12 @@ from asgigate import (
     ConfigurationError,
     Gateway,
     Group,
+    InterceptErrors,
     Proxy,
     Reply,
     Route,
     Upstream,
     UpstreamErrorResponse,
-    UpstreamErrors,
 )
 
 from servers import ThreadServer
@@ -80,19 +80,19 @@ class Edge(Gateway):
         super().__init__(access_log=False)
         self.up = Upstream(url, name="backend")
 
-    def proxy(self, prefix: str, errors: UpstreamErrors | None) -> Route:
-        return Route(prefix + "/{rest:path}", Proxy(self.up, strip_prefix=prefix, upstream_errors=errors))
+    def proxy(self, prefix: str, errors: InterceptErrors | None) -> Route:
+        return Route(prefix + "/{rest:path}", Proxy(self.up, strip_prefix=prefix, intercept_errors=errors))
 
     def routes(self) -> list[Route | Group]:
         return [
             self.proxy("/plain", None),
-            self.proxy("/replace", UpstreamErrors(replace=["5xx"])),
-            self.proxy("/remap", UpstreamErrors(remap={"5xx": 502, 404: 503}, keep=[501], replace=[409])),
-            self.proxy("/html", UpstreamErrors(replace=["4xx", "5xx"], content_type=["text/html", "application/xml"])),
-            self.proxy("/family", UpstreamErrors(replace=["5xx"], content_type="text/*")),
-            self.proxy("/detail", UpstreamErrors(replace=[500], detail="The catalogue is unavailable.")),
+            self.proxy("/replace", InterceptErrors(replace=["5xx"])),
+            self.proxy("/remap", InterceptErrors(remap={"5xx": 502, 404: 503}, keep=[501], replace=[409])),
+            self.proxy("/html", InterceptErrors(replace=["4xx", "5xx"], content_type=["text/html", "application/xml"])),
+            self.proxy("/family", InterceptErrors(replace=["5xx"], content_type="text/*")),
+            self.proxy("/detail", InterceptErrors(replace=[500], detail="The catalogue is unavailable.")),
             Route("/shaped/{rest:path}",
-                  Proxy(self.up, strip_prefix="/shaped", upstream_errors=UpstreamErrors(replace=["5xx"])),
+                  Proxy(self.up, strip_prefix="/shaped", intercept_errors=InterceptErrors(replace=["5xx"])),
                   errors=Reply(json={"oops": "{code}", "status": "{status}"})),
         ]
 
@@ -228,19 +228,35 @@ def test_endless_error_body_is_cut_short(edge: httpx.Client) -> None:
 )
 def test_bad_settings(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        UpstreamErrors(**kwargs)
+        InterceptErrors(**kwargs)
 
 
 def test_proxy_checks_the_option() -> None:
-    with pytest.raises(ConfigurationError, match="takes an UpstreamErrors"):
-        Proxy(Upstream("http://127.0.0.1:1"), upstream_errors="5xx")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="takes an InterceptErrors"):
+        Proxy(Upstream("http://127.0.0.1:1"), intercept_errors="5xx")  # type: ignore[arg-type]
+
+
+def test_old_keyword_still_works_with_a_warning() -> None:
+    errors = InterceptErrors(replace=["5xx"])
+    with pytest.warns(DeprecationWarning, match="use intercept_errors="):
+        proxy = Proxy(Upstream("http://127.0.0.1:1"), upstream_errors=errors)
+    assert proxy.intercept_errors is errors
+    with pytest.raises(ConfigurationError, match="not both"):
+        Proxy(Upstream("http://127.0.0.1:1"), intercept_errors=errors, upstream_errors=errors)
+
+
+def test_old_name_still_imports_with_a_warning() -> None:
+    import asgigate
+
+    with pytest.warns(DeprecationWarning, match="asgigate.UpstreamErrors is deprecated: use asgigate.InterceptErrors"):
+        assert asgigate.UpstreamErrors is InterceptErrors
 
 
 def test_settings_compare_and_print() -> None:
-    a = UpstreamErrors(replace=["5xx"], remap={404: 502}, content_type="text/html")
-    assert a == UpstreamErrors(replace=["5xx"], remap={404: 502}, content_type="text/html")
-    assert a != UpstreamErrors(replace=["5xx"])
-    assert repr(a) == "UpstreamErrors(replace=['5xx'], remap={404: 502}, content_type=['text/html'])"
+    a = InterceptErrors(replace=["5xx"], remap={404: 502}, content_type="text/html")
+    assert a == InterceptErrors(replace=["5xx"], remap={404: 502}, content_type="text/html")
+    assert a != InterceptErrors(replace=["5xx"])
+    assert repr(a) == "InterceptErrors(replace=['5xx'], remap={404: 502}, content_type=['text/html'])"
     with pytest.raises(AttributeError, match="immutable"):
         a.detail = "x"
 
