@@ -247,9 +247,12 @@ def test_old_keyword_still_works_with_a_warning() -> None:
 
 def test_old_name_still_imports_with_a_warning() -> None:
     import asgigate
+    import asgigate.targets.upstream_errors as old_module
 
     with pytest.warns(DeprecationWarning, match="asgigate.UpstreamErrors is deprecated: use asgigate.InterceptErrors"):
         assert asgigate.UpstreamErrors is InterceptErrors
+    with pytest.warns(DeprecationWarning, match="use asgigate.targets.intercept_errors.InterceptErrors"):
+        assert old_module.UpstreamErrors is InterceptErrors
 
 
 def test_settings_compare_and_print() -> None:

@@ -72,6 +72,7 @@ MOVED_IN_MODULES = {
     ("asgigate.policy", "Receive"): ("asgigate.types", "Receive"),
     ("asgigate.policy", "Scope"): ("asgigate.types", "Scope"),
     ("asgigate.policy", "Send"): ("asgigate.types", "Send"),
+    ("asgigate.targets.upstream_errors", "UpstreamErrors"): ("asgigate.targets.intercept_errors", "InterceptErrors"),
 }
 
 
@@ -222,7 +223,7 @@ def test_current_names_import_without_a_warning() -> None:
                 getattr(importlib.import_module(package), name)
 
 
-@pytest.mark.parametrize("module", ["asgigate", "asgigate.policy"])
+@pytest.mark.parametrize("module", ["asgigate", "asgigate.policy", "asgigate.targets.upstream_errors"])
 def test_unknown_names_raise_attribute_error(module: str) -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nonexistent'"):
         _ = importlib.import_module(module).Nonexistent
