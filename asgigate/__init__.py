@@ -67,13 +67,14 @@ from .targets.direct import Direct, Redirect
 from .targets.intercept_errors import InterceptErrors
 from .targets.mock import Mock
 from .targets.proxy import Proxy
-from .upstream import Upstream
+from .upstreams import Upstream
 
 if TYPE_CHECKING:
     from .graphql import GraphQL
-    from .grpc import GrpcService, GrpcUpstream
+    from .grpc import GrpcService
     from .policies.auth.jwt import BearerAuth
     from .policies.auth.oidc_login import OIDCLogin, SessionAuth, TokenRelay
+    from .upstreams.grpc import GrpcUpstream
 
 __version__ = "0.1.0"
 

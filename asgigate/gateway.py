@@ -45,7 +45,7 @@ from .pipeline import HookStage, Policy, PolicyLike, ResponseHead, chain_for, ch
 from .replies import ErrorRendering, ErrorReplies, ErrorsLike, as_replies
 from .routing import Group, Route, RouteTable
 from .types import ASGIApp, Message, Receive, Scope, Send
-from .upstream import Upstream
+from .upstreams import BaseUpstream
 
 __all__ = ["Gateway"]
 
@@ -194,7 +194,7 @@ class Gateway:
         self._entry: ASGIApp | None = None
         self._table: RouteTable | None = None
         self._chains: list[str] = []
-        self._upstreams: list[Upstream] = []
+        self._upstreams: list[BaseUpstream] = []
         self._policies: list[Policy] = []  # every distinct policy of the chains, in build order: closed at shutdown
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -245,7 +245,7 @@ class Gateway:
             else:
                 raise ConfigurationError(f"routes() returned {item!r}, which is neither a Route nor a Group.")
         names: dict[str, Route] = {}
-        upstreams: dict[int, Upstream] = {}
+        upstreams: dict[int, BaseUpstream] = {}
         chains = []
         gateway_errors = self._error_levels([("the gateway", self.errors)])
         # An overridden render_error has the last word; otherwise the built-in reply has it.
@@ -278,7 +278,7 @@ class Gateway:
             for upstream in route.target.upstreams():
                 upstreams[id(upstream)] = upstream
         for value in vars(self).values():
-            if isinstance(value, Upstream):
+            if isinstance(value, BaseUpstream):
                 upstreams[id(value)] = value
         self._table = RouteTable(routes)
         self._error_rendering = ErrorRendering(gateway_errors, fallback)
@@ -319,7 +319,7 @@ class Gateway:
         return "\n".join(lines).rstrip() + "\n"
 
     @property
-    def upstreams(self) -> list[Upstream]:
+    def upstreams(self) -> list[BaseUpstream]:
         self.build()
         return list(self._upstreams)
 

@@ -27,6 +27,7 @@ SUBPACKAGES = (
     "asgigate.policies.auth",
     "asgigate.policies.ratelimit",
     "asgigate.testing",
+    "asgigate.upstreams",
 )
 CURATED = ("asgigate", *SUBPACKAGES)
 
@@ -34,7 +35,7 @@ CURATED = ("asgigate", *SUBPACKAGES)
 # `routes()`. Everything else a feature package defines is imported from that package.
 HEADLINES = {
     "asgigate.graphql": {"GraphQL"},
-    "asgigate.grpc": {"GrpcService", "GrpcUpstream"},
+    "asgigate.grpc": {"GrpcService"},
     "asgigate.metrics": {"Metrics"},
     "asgigate.policies.auth": {
         "AnyAuth", "ApiKeyAuth", "Authorize", "BearerAuth", "ClientCredentials", "ForwardAuth", "ForwardIdentity",
@@ -42,6 +43,7 @@ HEADLINES = {
     },
     "asgigate.policies.ratelimit": {"ConcurrencyLimit", "RateLimit"},
     "asgigate.testing": set(),
+    "asgigate.upstreams": {"GrpcUpstream", "Upstream"},
 }
 
 # Names that left the top level (old name -> the module to import it from now, and its name there).

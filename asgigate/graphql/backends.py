@@ -15,7 +15,7 @@ import httpx
 import orjson
 from graphql import GraphQLError
 
-from ..upstream import Upstream
+from ..upstreams import Upstream
 
 __all__ = ["BackendCallError"]
 

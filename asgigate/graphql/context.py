@@ -10,7 +10,7 @@ from graphql import DocumentNode
 from strawberry.dataloader import DataLoader
 
 from ..errors import ConfigurationError
-from ..upstream import Upstream
+from ..upstreams import BaseUpstream, Upstream
 from .backends import expand_path, graphql_call, rest_call
 from .loaders import BatchLoader
 
@@ -35,7 +35,7 @@ class GraphQLContext:
     def __init__(
         self,
         exchange: Exchange,
-        upstreams: Mapping[str, Upstream],
+        upstreams: Mapping[str, BaseUpstream],
         *,
         relay_headers: Sequence[str] = ("authorization",),
         loaders: dict[Any, DataLoader[Any, Any]] | None = None,
@@ -59,12 +59,20 @@ class GraphQLContext:
 
     # --- backends ---------------------------------------------------------------------------------------
 
-    def upstream(self, upstream: str | Upstream) -> Upstream:
-        if isinstance(upstream, Upstream):
+    def upstream(self, upstream: str | BaseUpstream) -> BaseUpstream:
+        """The upstream of that name (or the upstream given), of whatever kind."""
+        if isinstance(upstream, BaseUpstream):
             return upstream
         found = self.upstreams.get(upstream)
         if found is None:
             raise ConfigurationError(f"No upstream named {upstream!r}; known: {sorted(self.upstreams)}.")
+        return found
+
+    def http_upstream(self, upstream: str | BaseUpstream) -> Upstream:
+        """The HTTP `Upstream` of that name: REST and remote GraphQL calls cannot go to a gRPC backend."""
+        found = self.upstream(upstream)
+        if not isinstance(found, Upstream):
+            raise ConfigurationError(f"Upstream {found.name!r} is {found.kind}, not an HTTP Upstream: use ctx.grpc().")
         return found
 
     def relayed(self) -> dict[str, str]:
@@ -86,7 +94,7 @@ class GraphQLContext:
 
     async def rest(
         self,
-        upstream: str | Upstream,
+        upstream: str | BaseUpstream,
         path: str,
         *,
         method: str = "GET",
@@ -98,13 +106,13 @@ class GraphQLContext:
         **params: Any,
     ) -> Any:
         """``await ctx.rest("users", "/users/{id}", id=7)``: the decoded JSON, or a `BackendCallError`."""
-        target = self.upstream(upstream)
+        target = self.http_upstream(upstream)
         return await rest_call(target, method, expand_path(path, params), query=query, json=json,
                                headers=self._headers(relay, headers), timeout=timeout)
 
     async def graphql(
         self,
-        upstream: str | Upstream,
+        upstream: str | BaseUpstream,
         query: str,
         variables: Mapping[str, Any] | None = None,
         *,
@@ -115,7 +123,7 @@ class GraphQLContext:
     ) -> Any:
         """``await ctx.graphql("catalog", "query($id: ID!) { product(id: $id) { name } }", {"id": 1})``:
         the response's ``data``."""
-        body = await graphql_call(self.upstream(upstream), query, variables, operation_name=operation_name,
+        body = await graphql_call(self.http_upstream(upstream), query, variables, operation_name=operation_name,
                                   headers=self._headers(relay, headers), timeout=timeout)
         return body.get("data")
 

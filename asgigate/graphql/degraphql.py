@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..gateway import Gateway
     from ..routing import Route
     from ..types import Receive, Send
-    from ..upstream import Upstream
+    from ..upstreams import BaseUpstream
 
 __all__ = ["DeGraphQL"]
 
@@ -122,7 +122,7 @@ class DeGraphQL(Target):
             self.sources[name] = (kind, source)
         self._prepared = True
 
-    def upstreams(self) -> list[Upstream]:
+    def upstreams(self) -> list[BaseUpstream]:
         return self.api.upstreams()
 
     def bind(self, route: Route, gateway: Gateway) -> None:

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..grpc.channels import GrpcUpstream
+from ..upstreams.grpc import GrpcUpstream
 from .backends import BackendCallError
 
 __all__ = ["GrpcBackend"]

@@ -65,7 +65,7 @@ from graphql import (
 from graphql.error import GraphQLSyntaxError
 
 from ..errors import ConfigurationError
-from ..upstream import Upstream
+from ..upstreams import Upstream
 from .backends import BackendCallError
 
 if TYPE_CHECKING:

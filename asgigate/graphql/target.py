@@ -47,7 +47,7 @@ from ..errors import (
 )
 from ..pipeline import ResponseHead
 from ..targets.base import Target
-from ..upstream import Upstream
+from ..upstreams import BaseUpstream
 from ._cache import BoundedCache
 from ._merging import bounded_rule, fields_may_conflict
 from .backends import BackendCallError
@@ -185,7 +185,7 @@ class GraphQL(Target):
         self,
         schema: Schema,
         *,
-        upstreams: Sequence[Upstream] = (),
+        upstreams: Sequence[BaseUpstream] = (),
         graphiql: bool = False,
         introspection: bool = False,
         batching: bool = False,
@@ -205,8 +205,8 @@ class GraphQL(Target):
         if graphiql and not introspection:
             raise ConfigurationError("GraphQL(graphiql=True) needs introspection=True: GraphiQL reads the schema.")
         for upstream in upstreams:
-            if not isinstance(upstream, Upstream):
-                raise ConfigurationError(f"GraphQL upstreams= takes Upstream objects, got {upstream!r}.")
+            if not isinstance(upstream, BaseUpstream):
+                raise ConfigurationError(f"GraphQL upstreams= takes Upstream or GrpcBackend objects, got {upstream!r}.")
         if limits is not None and not isinstance(limits, GraphQLLimits):
             raise ConfigurationError(f"GraphQL limits= takes GraphQLLimits, got {limits!r}.")
         if cost is not None and not isinstance(cost, GraphQLCost):
@@ -239,7 +239,7 @@ class GraphQL(Target):
         self.mask_errors = mask_errors
         self.context_class = context_class
         self._upstreams = [*upstreams, *(remote.upstream for remote in remotes)]
-        self._by_name: dict[str, Upstream] | None = None
+        self._by_name: dict[str, BaseUpstream] | None = None
         self._gateway: Gateway | None = None
         # The spec rules but OverlappingFieldsCanBeMerged, which is quadratic: it runs (with its own budget) only
         # on documents the gateway's linear check cannot clear.
@@ -266,13 +266,13 @@ class GraphQL(Target):
         self._gateway = gateway
         self.compose()
 
-    def upstreams(self) -> list[Upstream]:
+    def upstreams(self) -> list[BaseUpstream]:
         return list(self._upstreams)
 
     @property
-    def upstreams_by_name(self) -> dict[str, Upstream]:
+    def upstreams_by_name(self) -> dict[str, BaseUpstream]:
         if self._by_name is None:
-            found: dict[str, Upstream] = {}
+            found: dict[str, BaseUpstream] = {}
             if self._gateway is not None:
                 found.update((u.name, u) for u in self._gateway.upstreams)
             found.update((u.name, u) for u in self._upstreams)

@@ -7,7 +7,7 @@
             return [GrpcService.from_descriptor_set("api.binpb", "grpc://127.0.0.1:50051")]
 """
 
-from .channels import GrpcUpstream
+from ..upstreams.grpc import GrpcUpstream as GrpcUpstream  # its home is asgigate.upstreams; kept importable here
 from .descriptors import Descriptors, compile_protos
 from .mapping import JsonOptions
 from .openapi import openapi_document as openapi_document
@@ -18,7 +18,6 @@ from .target import GrpcService, MethodSettings
 __all__ = [
     "Descriptors",
     "GrpcService",
-    "GrpcUpstream",
     "JsonOptions",
     "MethodSettings",
     "compile_protos",

@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import unquote_to_bytes
 
 import grpc
@@ -38,8 +38,8 @@ from ..errors import (
 )
 from ..routing import Group, Route
 from ..targets.base import Target
-from ..upstream import Upstream
-from .channels import GrpcUpstream
+from ..upstreams.base import BaseUpstream, require_kind
+from ..upstreams.grpc import GrpcUpstream
 from .descriptors import Descriptors, Method
 from .httprule import LITERAL, Binding, RuleTemplate, Template, bindings_from_rule, coarse_path, parse_template
 from .mapping import JsonOptions, RequestMapper, ResponseMapper
@@ -103,7 +103,7 @@ class _Settings:
 class GrpcMethod(Target):
     """Transcodes one HTTP binding of one gRPC method."""
 
-    def __init__(self, method: Method, binding: Binding, upstream: GrpcUpstream, descriptors: Descriptors,
+    def __init__(self, method: Method, binding: Binding, upstream: BaseUpstream, descriptors: Descriptors,
                  settings: _Settings, registry: list[tuple[str, GrpcMethod]]) -> None:
         self.method = method
         self.binding = binding
@@ -124,6 +124,7 @@ class GrpcMethod(Target):
     # --- build ----------------------------------------------------------------------------------------------
 
     def bind(self, route: Route, gateway: Gateway) -> None:
+        require_kind(self.upstream, GrpcUpstream, f"{self!r}", route, hint=" An HTTP Upstream goes with Proxy.")
         if not route.path.endswith(self.coarse):
             raise ConfigurationError(f"{self!r}: its route path {route.path!r} was changed; mount it as given.")
         prefix = route.path[: len(route.path) - len(self.coarse)]
@@ -145,13 +146,13 @@ class GrpcMethod(Target):
         self._registry[:] = [entry for entry in self._registry if entry[1] is not self]
         self._registry.append((full, self))
 
-    def upstreams(self) -> list[Upstream]:
+    def upstreams(self) -> list[BaseUpstream]:
         return [self.upstream]
 
     # --- requests -------------------------------------------------------------------------------------------
 
     def _callable(self, kind: str) -> Any:
-        channel = self.upstream.channel()
+        channel = cast("GrpcUpstream", self.upstream).channel()  # bind() checked the kind
         found = self._callables.get(channel)
         if found is None:
             if len(self._callables) > 64:
@@ -467,7 +468,12 @@ class GrpcService(Group):
         name: str | None = None,
     ) -> None:
         self.descriptors = descriptors
-        self.upstream = upstream if isinstance(upstream, GrpcUpstream) else GrpcUpstream(upstream)
+        if isinstance(upstream, str):
+            upstream = GrpcUpstream(upstream)
+        elif not isinstance(upstream, BaseUpstream):
+            raise ConfigurationError(f"GrpcService needs a GrpcUpstream or a grpc:// URL, got {upstream!r}.")
+        # Another kind of upstream (HTTP) is refused at build, where each method's bind() names its route.
+        self.upstream: BaseUpstream = upstream
         if stream_format not in FORMATS:
             raise ConfigurationError(f"stream_format must be one of {', '.join(FORMATS)}, not {stream_format!r}.")
         if error_format not in ("grpc", "gateway"):
@@ -554,7 +560,8 @@ class GrpcService(Group):
 
         The reflection service itself and the health service are left out unless named in `services`.
         """
-        grpc_upstream = upstream if isinstance(upstream, GrpcUpstream) else GrpcUpstream(upstream)
+        grpc_upstream = (GrpcUpstream(upstream) if isinstance(upstream, str)
+                         else require_kind(upstream, GrpcUpstream, "GrpcService.from_reflection"))
         credentials = grpc_upstream._credentials
         descriptors = Descriptors.from_reflection(grpc_upstream.authority, timeout=reflection_timeout,
                                                   credentials=credentials)

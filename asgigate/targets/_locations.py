@@ -21,7 +21,7 @@ from ..exchange import is_trusted
 if TYPE_CHECKING:
     from ..exchange import Exchange
     from ..routing import Route
-    from ..upstream import Upstream
+    from ..upstreams import Upstream
 
 __all__ = ["LocationRewrite", "RewriteLocation", "location_rewriter"]
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..routing import Route
     from ..types import Receive, Send
-    from ..upstream import Upstream
+    from ..upstreams import BaseUpstream
 
 __all__ = ["App", "Handler", "Target"]
 
@@ -27,7 +27,7 @@ class Target:
     def bind(self, route: Route, gateway: Gateway) -> None:
         """Called once per route at build time: validate against the route, raise ConfigurationError."""
 
-    def upstreams(self) -> list[Upstream]:
+    def upstreams(self) -> list[BaseUpstream]:
         """Upstreams this target uses, so the gateway opens and closes their pools."""
         return []
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigurationError, UpstreamError, UpstreamErrorResponse
 
 if TYPE_CHECKING:
-    from .._http1 import UpstreamResponse
+    from ..upstreams.http import ResponseStream
 
 __all__ = ["InterceptErrors"]
 
@@ -102,7 +102,7 @@ class InterceptErrors:
             raise AttributeError("InterceptErrors is immutable; create a new one")
         object.__setattr__(self, name, value)
 
-    def reply_status(self, response: UpstreamResponse) -> int | None:
+    def reply_status(self, response: ResponseStream) -> int | None:
         """The status of the gateway's reply if `response` is to be replaced, else None."""
         status = response.status
         if status >= 600:
@@ -120,7 +120,7 @@ class InterceptErrors:
                 return reply
         return None
 
-    async def check(self, response: UpstreamResponse, upstream: str) -> None:
+    async def check(self, response: ResponseStream, upstream: str) -> None:
         """Called by the proxy once the response head arrived: returns to relay it, raises to replace it."""
         status = self.reply_status(response)
         if status is None:
@@ -144,7 +144,7 @@ class InterceptErrors:
         return f"InterceptErrors({', '.join(parts)})"
 
 
-async def discard_body(response: UpstreamResponse) -> None:
+async def discard_body(response: ResponseStream) -> None:
     """Read and drop a small body so its connection can be reused; leave a large or slow one for aclose() to cut."""
     if response.complete:
         await response.receive()

@@ -28,17 +28,18 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..exchange import is_trusted
-from ..upstream import Upstream, as_timeout
+from ..upstreams.base import BaseUpstream, require_kind
+from ..upstreams.http import DEFAULT_TIMEOUT, Upstream, as_timeout
 from ._locations import LocationRewrite, RewriteLocation, location_rewriter
 from .base import Target
 from .intercept_errors import InterceptErrors
 
 if TYPE_CHECKING:
-    from .._http1 import UpstreamResponse
     from ..exchange import Exchange
     from ..gateway import Gateway
     from ..routing import Route
     from ..types import Receive, Send
+    from ..upstreams.http import ResponseStream
 
 __all__ = ["Proxy"]
 
@@ -147,20 +148,22 @@ class Proxy(Target):
         rewrite_location: RewriteLocation = True,
         upstream_errors: InterceptErrors | None = None,
     ) -> None:
-        if not isinstance(upstream, Upstream):
+        if not isinstance(upstream, BaseUpstream):
             raise ConfigurationError(f"Proxy needs an Upstream, got {upstream!r}.")
+        # Another kind of upstream (gRPC) is refused at build, where bind() can name the route.
+        http = upstream if isinstance(upstream, Upstream) else None
         if path is not None and strip_prefix is not None:
             raise ConfigurationError("Proxy takes either path= or strip_prefix=, not both.")
         self.upstream = upstream
         self.path = path
         self.strip_prefix = strip_prefix.rstrip("/") if strip_prefix else None
         self.preserve_host = preserve_host
-        self.timeout = as_timeout(timeout) if timeout is not None else upstream.timeout
+        self.timeout = as_timeout(timeout) if timeout is not None else http.timeout if http else DEFAULT_TIMEOUT
         # A route's own timeout may shorten connecting too; otherwise the upstream's pool setting applies.
         self._connect_timeout: float | _PoolDefault | None = (
             self.timeout.connect if timeout is not None else POOL_DEFAULT
         )
-        self.total_timeout = total_timeout if total_timeout is not None else upstream.total_timeout
+        self.total_timeout = total_timeout if total_timeout is not None else http.total_timeout if http else None
         self.max_body_size = max_body_size
         self.x_forwarded = x_forwarded
         self.forwarded = forwarded
@@ -187,6 +190,7 @@ class Proxy(Target):
         self._host = upstream.authority.encode("latin-1")
 
     def bind(self, route: Route, gateway: Gateway) -> None:
+        require_kind(self.upstream, Upstream, "Proxy", route, hint=" A gRPC upstream goes with GrpcService.")
         if route.methods is not None and "CONNECT" in route.methods:
             raise ConfigurationError(f"Proxy cannot tunnel CONNECT requests (route {route.path!r}).")
         self._gateway = gateway
@@ -215,7 +219,7 @@ class Proxy(Target):
             preserve_host=self.preserve_host,
         )
 
-    def upstreams(self) -> list[Upstream]:
+    def upstreams(self) -> list[BaseUpstream]:
         return [self.upstream]
 
     def upstream_target(self, exchange: Exchange) -> bytes:
@@ -277,7 +281,7 @@ class Proxy(Target):
             method_bytes = method.encode("latin-1")
             if len(_METHODS) < 64 and len(method) <= 32:  # a few known methods, never what a client makes up
                 _METHODS[method] = method_bytes
-        response: UpstreamResponse = await pool.request(
+        response: ResponseStream = await pool.request(
             method_bytes,
             self.upstream_target(exchange),
             headers,

@@ -43,6 +43,14 @@ async def proxy_websocket(proxy: Proxy, exchange: Exchange, receive: Receive, se
         ) from exc
 
     upstream = proxy.upstream
+    if upstream.app is not None:
+        from ..upstreams._asgi import websocket_in_process
+
+        exchange.upstream = upstream.name
+        headers, _, _ = proxy.request_headers(exchange)
+        scope = dict(exchange.scope, headers=headers)
+        await websocket_in_process(upstream.app, scope, proxy.upstream_target(exchange), receive, send)
+        return
     scheme = "wss" if upstream.scheme == "https" else "ws"
     url = f"{scheme}://{upstream.authority}{proxy.upstream_target(exchange).decode('latin-1')}"
     headers, _, _ = proxy.request_headers(exchange)

@@ -29,7 +29,7 @@ from ...errors import BadRequest, ConfigurationError, Forbidden, PayloadTooLarge
 from ...exchange import Exchange
 from ...pipeline import Policy
 from ...types import ASGIApp, Message, Receive, Scope, Send
-from ...upstream import Upstream
+from ...upstreams import Upstream
 from ._scope import replace_headers
 from .base import Authenticator, Identity, ambiguous, presented
 
