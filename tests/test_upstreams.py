@@ -47,7 +47,7 @@ def test_old_import_paths_still_work() -> None:
 
 
 def test_proxy_to_a_grpc_upstream_fails_at_build_naming_the_route() -> None:
-    api = gateway([Route("/orders/{rest:path}", Proxy(GrpcUpstream("grpc://orders:50051")))])
+    api = gateway([Route("/orders/{rest:path}", Proxy(GrpcUpstream("grpc://orders:50051")))])  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError) as caught:
         api.build()
     message = str(caught.value)
@@ -63,7 +63,7 @@ def test_proxy_refuses_what_is_no_upstream_at_once() -> None:
 
 def test_a_wrong_kind_is_never_a_500_at_request_time() -> None:
     api = gateway([Route("/ok", Proxy(Upstream("http://127.0.0.1:9"))),
-                   Route("/grpc", Proxy(GrpcUpstream("grpc://127.0.0.1:9")))])
+                   Route("/grpc", Proxy(GrpcUpstream("grpc://127.0.0.1:9")))])  # type: ignore[arg-type]
 
     async def first_request() -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://gw") as client:
