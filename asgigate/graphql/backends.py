@@ -15,6 +15,8 @@ import httpx
 import orjson
 from graphql import GraphQLError
 
+from .._httpx import translate
+from ..errors import UpstreamTimeout
 from ..upstreams import Upstream
 
 __all__ = ["BackendCallError"]
@@ -79,10 +81,11 @@ async def http_call(
             all_headers["content-type"] = "application/json"
         return await upstream.client.request(method, path, params=_query(query), content=content,
                                              headers=all_headers, **kwargs)
-    except httpx.TimeoutException:
-        raise BackendCallError(f"{upstream.name} did not answer {what} in time.", code="UPSTREAM_TIMEOUT",
-                               upstream=upstream.name) from None
     except httpx.TransportError as exc:
+        # Classified like every other call out (asgigate._httpx); resolvers get GraphQL error codes for it.
+        if isinstance(translate(exc, stage="graphql_backend"), UpstreamTimeout):
+            raise BackendCallError(f"{upstream.name} did not answer {what} in time.", code="UPSTREAM_TIMEOUT",
+                                   upstream=upstream.name) from None
         raise BackendCallError(f"{upstream.name} is unavailable for {what}.", code="UPSTREAM_UNAVAILABLE",
                                upstream=upstream.name, reason=type(exc).__name__) from None
 

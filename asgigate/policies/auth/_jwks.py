@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey, import_key
 
-from ...errors import ConfigurationError, UpstreamUnavailable
+from ..._httpx import PolicyClient, translate
+from ...errors import ConfigurationError, UpstreamError, UpstreamUnavailable
 
 __all__ = ["KeySet", "RemoteKeys", "StaticKeys", "load_keys"]
 
@@ -154,6 +155,9 @@ class StaticKeys:
     async def find(self, kid: str | None, alg: str) -> Key | None:
         return self.keyset.find(kid, alg)
 
+    async def aclose(self) -> None:
+        """Nothing to close: the keys were given."""
+
     def __repr__(self) -> str:
         return f"StaticKeys({len(self.keyset)} keys)"
 
@@ -188,6 +192,19 @@ class RemoteKeys:
         self._discovered_uri: str | None = jwks_uri
         self._lock: asyncio.Lock | None = None
         self._background: asyncio.Task[None] | None = None
+        self._failure: UpstreamError | None = None  # why the last fetch failed
+        self._http = PolicyClient(timeout=timeout, verify=verify)  # one client for every fetch, closed by aclose()
+
+    async def aclose(self) -> None:
+        """Stop a background refresh and close the client (the owning policy's `aclose()` calls this)."""
+        background, self._background = self._background, None
+        if background is not None and not background.done():
+            background.cancel()
+            try:
+                await background
+            except asyncio.CancelledError:
+                pass
+        await self._http.aclose()
 
     @property
     def discovery_url(self) -> str:
@@ -203,6 +220,9 @@ class RemoteKeys:
                 self._background = asyncio.create_task(self._refresh(now))
         keys = self._keys
         if keys is None:
+            if self._failure is not None:  # why the last fetch failed: a timeout is a 504, as everywhere
+                raise type(self._failure)(self._failure.detail, stage="jwks", upstream=self.issuer,
+                                          internal=self._failure.internal)
             raise UpstreamUnavailable(
                 "The identity provider's signing keys are not available.", stage="jwks", upstream=self.issuer
             )
@@ -226,7 +246,10 @@ class RemoteKeys:
             except (httpx.HTTPError, ValueError) as error:
                 logger.warning("could not fetch the signing keys of %s: %s", self.issuer, error,
                                extra={"issuer": self.issuer})
+                self._failure = translate(error, stage="jwks", upstream=self.issuer, dependency=True,
+                                          detail="The identity provider's signing keys are not available.")
                 return
+            self._failure = None
             self._keys = keys
             self._fetched_at = self._clock()
 
@@ -238,16 +261,16 @@ class RemoteKeys:
         return response.json()
 
     async def _fetch(self) -> KeySet:
-        async with httpx.AsyncClient(timeout=self.timeout, verify=self.verify, follow_redirects=False) as client:
-            if self._discovered_uri is None:
-                metadata = await self._get_json(client, self.discovery_url)
-                if not isinstance(metadata, Mapping) or metadata.get("issuer") != self.issuer:
-                    raise ValueError(f"the discovery document of {self.issuer} names another issuer")
-                uri = metadata.get("jwks_uri")
-                if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
-                    raise ValueError(f"the discovery document of {self.issuer} has no jwks_uri")
-                self._discovered_uri = uri
-            keys = _jwks_keys(await self._get_json(client, self._discovered_uri))
+        client = self._http.get()
+        if self._discovered_uri is None:
+            metadata = await self._get_json(client, self.discovery_url)
+            if not isinstance(metadata, Mapping) or metadata.get("issuer") != self.issuer:
+                raise ValueError(f"the discovery document of {self.issuer} names another issuer")
+            uri = metadata.get("jwks_uri")
+            if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+                raise ValueError(f"the discovery document of {self.issuer} has no jwks_uri")
+            self._discovered_uri = uri
+        keys = _jwks_keys(await self._get_json(client, self._discovered_uri))
         if not keys:
             raise ValueError(f"{self._discovered_uri} has no usable signing keys")
         return KeySet(keys)

@@ -260,6 +260,11 @@ class AnyAuth(Authenticator):
             raise refused
         return None
 
+    async def aclose(self) -> None:
+        """Close every authenticator's resources (the gateway only sees this one in the chain)."""
+        for authenticator in self.authenticators:
+            await authenticator.aclose()
+
     def _alone(self, exchange: Exchange, accepted: Authenticator) -> None:
         """Refuse a request that carries, besides the credential `accepted` checked, one for another authenticator."""
         read = set(accepted.places)

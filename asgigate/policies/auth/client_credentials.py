@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ...errors import ConfigurationError, UpstreamUnavailable
+from ..._httpx import PolicyClient, translate
+from ...errors import ConfigurationError
 from ...pipeline import Policy
 from ._discovery import discover_endpoint
 from ._oauth import AUTH_METHODS, require_authlib, token_request
@@ -79,6 +80,7 @@ class ClientCredentials(Policy):
         self._token: str | None = None
         self._valid_until = float("-inf")
         self._lock: asyncio.Lock | None = None
+        self._http = PolicyClient(timeout=timeout)  # one client for every token request, closed with the gateway
 
     async def on_request(self, exchange: Exchange) -> Response | None:
         token = await self.token()
@@ -106,12 +108,12 @@ class ClientCredentials(Policy):
         if self.resource:
             params["resource"] = self.resource
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-                url = self.token_url or await self._discover(client)
-                response = await token_request(client, url, "client_credentials", params, client_id=self.client_id,
-                                               client_secret=self._client_secret, auth_method=self.auth_method)
-                response.raise_for_status()
-                body = response.json()
+            client = self._http.get()
+            url = self.token_url or await self._discover(client)
+            response = await token_request(client, url, "client_credentials", params, client_id=self.client_id,
+                                           client_secret=self._client_secret, auth_method=self.auth_method)
+            response.raise_for_status()
+            body = response.json()
             token = body["access_token"]
             if not isinstance(token, str) or not token or str(body.get("token_type", "")).lower() != "bearer":
                 raise ValueError("the token response has no bearer access_token")
@@ -119,9 +121,12 @@ class ClientCredentials(Policy):
             lifetime = float(expires_in) if isinstance(expires_in, int | float) else 300.0
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
             logger.warning("client_credentials token for %s failed: %s", self.client_id, error)
-            raise UpstreamUnavailable("The gateway could not authenticate to the service.",
-                                      stage="client_credentials", upstream=self.token_url or self.issuer) from None
+            raise translate(error, stage="client_credentials", upstream=self.token_url or self.issuer,
+                            detail="The gateway could not authenticate to the service.", dependency=True) from None
         return token, lifetime
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     async def _discover(self, client: httpx.AsyncClient) -> str:
         assert self.issuer is not None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..._cache import BoundedCache
+from ..._httpx import translate
 from ...errors import BadRequest, ConfigurationError, Forbidden, PayloadTooLarge, Unauthorized, UpstreamUnavailable
 from ...exchange import Exchange
 from ...pipeline import Policy
@@ -182,7 +183,10 @@ class ForwardAuth(Policy):
                                                           headers=headers, **options)
         except httpx.HTTPError as error:
             logger.warning("forward auth at %s failed: %s", self.upstream.name, error)
-            return (503, (), None)
+            if self.fail_open:
+                return (503, (), None)
+            raise translate(error, stage="forward_auth", upstream=self.upstream.name, dependency=True,
+                            detail="The request could not be authorized.") from None
         if 200 <= response.status_code < 300:
             copied = tuple(
                 (name.encode(), value.encode("latin-1"))
@@ -194,6 +198,10 @@ class ForwardAuth(Policy):
             return (response.status_code, (), response.headers.get("www-authenticate"))
         logger.warning("forward auth at %s answered %s", self.upstream.name, response.status_code)
         return (503, (), None)
+
+    async def aclose(self) -> None:
+        """Close the service's client (the gateway closes it too when one of its routes uses the upstream)."""
+        await self.upstream.aclose()
 
     def _config(self) -> tuple[Any, ...]:
         return (self.upstream, self.path, self.send, self.copy, self.cache_ttl, self.fail_open, self.body)

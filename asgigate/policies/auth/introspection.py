@@ -2,8 +2,9 @@
 
 The gateway authenticates to the endpoint as its own client. Active tokens are cached (by their SHA-256, not
 the token itself) until the earlier of their `exp` and `cache_ttl`, so a revoked token is refused at the latest
-`cache_ttl` seconds later. When the endpoint cannot answer, requests are refused with 503 (fail closed): an
-unverifiable token is never let through, and a 401 would make clients throw away tokens that may be good.
+`cache_ttl` seconds later. When the endpoint cannot answer, requests are refused with 503 (504 when it timed
+out; fail closed): an unverifiable token is never let through, and a 401 would make clients throw away tokens
+that may be good. One httpx client is kept for the calls and closed with the gateway.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import urlencode
 import httpx
 
 from ..._cache import BoundedCache, json_size
+from ..._httpx import PolicyClient, translate
 from ...errors import ConfigurationError, InvalidToken, UpstreamUnavailable
 from ._discovery import discover_endpoint
 from ._oauth import AUTH_METHODS, form_post, require_authlib
@@ -94,6 +96,7 @@ class IntrospectionAuth(Authenticator):
         # number of tokens a client's, so the cache is bounded by both
         self._active: BoundedCache[bytes, tuple[Identity, float]] = BoundedCache(
             cache_bytes if cache_size and cache_ttl > 0 else 0, max_entries=cache_size or None)
+        self._http = PolicyClient(timeout=timeout)
 
     async def authenticate(self, exchange: Exchange) -> Identity | None:
         token = read_token(exchange, self._sources)
@@ -150,23 +153,26 @@ class IntrospectionAuth(Authenticator):
     async def _introspect(self, token: str) -> Mapping[str, Any]:
         body = urlencode({"token": token, "token_type_hint": "access_token"})
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-                endpoint = self._discovered or await self._discover(client)
-                response = await form_post(client, endpoint, body, client_id=self.client_id,
-                                           client_secret=self._client_secret, auth_method=self.auth_method)
-                if response.status_code == 400:
-                    # The token is the only thing the client controls: a request refused as invalid (say,
-                    # `unsupported_token_type` for a JWT) means the token is not one this endpoint vouches for.
-                    raise InvalidToken(internal=f"introspection refused the token: {response.text[:200]}")
-                response.raise_for_status()
-                answer = response.json()
+            client = self._http.get()
+            endpoint = self._discovered or await self._discover(client)
+            response = await form_post(client, endpoint, body, client_id=self.client_id,
+                                       client_secret=self._client_secret, auth_method=self.auth_method)
+            if response.status_code == 400:
+                # The token is the only thing the client controls: a request refused as invalid (say,
+                # `unsupported_token_type` for a JWT) means the token is not one this endpoint vouches for.
+                raise InvalidToken(internal=f"introspection refused the token: {response.text[:200]}")
+            response.raise_for_status()
+            answer = response.json()
         except (httpx.HTTPError, ValueError) as error:
             logger.warning("token introspection at %s failed: %s", self.endpoint or self.issuer, error)
-            raise UpstreamUnavailable("The token could not be checked.", stage="introspection",
-                                      upstream=self.endpoint or self.issuer) from None
+            raise translate(error, stage="introspection", upstream=self.endpoint or self.issuer,
+                            detail="The token could not be checked.", dependency=True) from None
         if not isinstance(answer, Mapping):
             raise UpstreamUnavailable("The token could not be checked.", stage="introspection")
         return answer
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     async def _discover(self, client: httpx.AsyncClient) -> str:
         assert self.issuer is not None

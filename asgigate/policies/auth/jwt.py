@@ -238,6 +238,10 @@ class BearerAuth(Authenticator):
             expires_at=exp,
         )
 
+    async def aclose(self) -> None:
+        """Close the client that fetches the issuer's keys (at gateway shutdown)."""
+        await self._keys.aclose()
+
     def _config(self) -> tuple[Any, ...]:
         return (self.issuer, self.audience, self.algorithms, self.leeway, self.require, self.typ, self.token_from,
                 self.realm, self.optional, self.max_token_bytes, repr(self._keys))

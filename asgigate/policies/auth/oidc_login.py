@@ -30,6 +30,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..._accept import negotiate
 from ..._cache import BoundedCache
+from ..._httpx import PolicyClient, translate
 from ...errors import (
     BadGateway,
     BadRequest,
@@ -38,6 +39,7 @@ from ...errors import (
     InvalidRequest,
     InvalidToken,
     Unauthorized,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from ...pipeline import Policy, ResponseHead
@@ -171,6 +173,7 @@ class OIDCLogin:
                                      clock=clock)
         # Shared state, not per-request: the provider's metadata and the refreshes in flight (one per session).
         self._metadata: dict[str, Any] | None = None
+        self._http = PolicyClient(timeout=timeout)  # one client for discovery and token requests
         self._metadata_lock: asyncio.Lock | None = None
         self._refreshing: dict[str, asyncio.Future[Session | None]] = {}
         # Cookie sessions: the refresh just done per session (old refresh token, result, until when), for requests
@@ -275,7 +278,7 @@ class OIDCLogin:
         if session is not None:
             try:
                 metadata = await self.metadata()
-            except UpstreamUnavailable:  # the local session is over anyway: the browser still goes on
+            except (UpstreamUnavailable, UpstreamTimeout):  # the local session is over anyway: the browser goes on
                 metadata = {}
             endpoint = metadata.get("end_session_endpoint")
             if isinstance(endpoint, str):
@@ -412,7 +415,7 @@ class OIDCLogin:
     async def _refresh_at_idp(self, session: Session) -> Session | None:
         try:
             tokens = await self._token_request("refresh_token", {"refresh_token": session.refresh_token or ""})
-        except UpstreamUnavailable:
+        except (UpstreamUnavailable, UpstreamTimeout):
             if session.access_token and session.expires_at is not None and self._clock() < session.expires_at:
                 return session  # the IdP is down: the current token still works for a while
             raise
@@ -525,10 +528,9 @@ class OIDCLogin:
             if self._metadata is None:
                 url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
                 try:
-                    async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-                        response = await client.get(url, headers={"accept": "application/json"})
-                        response.raise_for_status()
-                        document = response.json()
+                    response = await self._http.get().get(url, headers={"accept": "application/json"})
+                    response.raise_for_status()
+                    document = response.json()
                     if not isinstance(document, dict) or document.get("issuer") != self.issuer:
                         raise ValueError("the discovery document names another issuer")
                     for name in ("authorization_endpoint", "token_endpoint"):
@@ -536,8 +538,8 @@ class OIDCLogin:
                             raise ValueError(f"the discovery document has no {name}")
                 except (httpx.HTTPError, ValueError) as error:
                     logger.warning("OpenID discovery of %s failed: %s", self.issuer, error)
-                    raise UpstreamUnavailable("The identity provider is not available.", stage="oidc_discovery",
-                                              upstream=self.issuer) from None
+                    raise translate(error, stage="oidc_discovery", upstream=self.issuer, dependency=True,
+                                    detail="The identity provider is not available.") from None
                 self._metadata = document
         return self._metadata
 
@@ -545,9 +547,8 @@ class OIDCLogin:
         """POST to the token endpoint; None when the IdP refuses (4xx), 503 when it cannot answer."""
         endpoint = (await self.metadata())["token_endpoint"]
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-                response = await token_request(client, endpoint, grant_type, params, client_id=self.client_id,
-                                               client_secret=self._client_secret, auth_method=self.auth_method)
+            response = await token_request(self._http.get(), endpoint, grant_type, params, client_id=self.client_id,
+                                           client_secret=self._client_secret, auth_method=self.auth_method)
             if 400 <= response.status_code < 500:
                 logger.info("token endpoint refused %s: %s", grant_type, response.text[:200])
                 return None
@@ -558,8 +559,8 @@ class OIDCLogin:
             return body
         except (httpx.HTTPError, ValueError) as error:
             logger.warning("token endpoint of %s failed: %s", self.issuer, error)
-            raise UpstreamUnavailable("The identity provider is not available.", stage="oidc_token",
-                                      upstream=self.issuer) from None
+            raise translate(error, stage="oidc_token", upstream=self.issuer, dependency=True,
+                            detail="The identity provider is not available.") from None
 
     async def _verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
         try:
@@ -691,6 +692,12 @@ class OIDCLogin:
         if "no-store" not in cache_control and "private" not in cache_control:
             headers["cache-control"] = "no-store"  # a shared cache must never keep (and hand out) a session
 
+    async def aclose(self) -> None:
+        """Close the clients that talk to the provider. `SessionAuth` and `TokenRelay` call this from their own
+        `aclose()`, so the gateway's shutdown reaches it (more than once is fine)."""
+        await self._http.aclose()
+        await self._id_tokens.aclose()
+
     def __repr__(self) -> str:
         return f"OIDCLogin(issuer={self.issuer!r}, client_id={self.client_id!r}, prefix={self.prefix!r})"
 
@@ -740,6 +747,9 @@ class SessionAuth(Authenticator):
 
     async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
         self.login.write_cookies(exchange, head.headers)
+
+    async def aclose(self) -> None:
+        await self.login.aclose()
 
     def _strip_cookies(self, exchange: Exchange) -> None:
         """Remove the gateway's cookies from every `Cookie` line (HTTP/2 sends one per cookie); the others go
@@ -793,6 +803,9 @@ class TokenRelay(Policy):
 
     async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
         self.login.write_cookies(exchange, head.headers)
+
+    async def aclose(self) -> None:
+        await self.login.aclose()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TokenRelay) and self.login is other.login
