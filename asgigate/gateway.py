@@ -329,11 +329,17 @@ class Gateway:
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """Use as a parent app's lifespan when this gateway is mounted: ``FastAPI(lifespan=gw.lifespan)``."""
         self.build()
+        await self._start_upstreams()
         await self.startup()
         try:
             yield
         finally:
             await self.aclose()
+
+    async def _start_upstreams(self) -> None:
+        """Lifespan startup, before `startup()`: each upstream's `start()` (connections still open on first use)."""
+        for upstream in self._upstreams:
+            await upstream.start()
 
     async def aclose(self) -> None:
         """Lifespan shutdown: `shutdown()`, then every policy's `aclose()` (last built first), then the upstreams."""
@@ -356,6 +362,7 @@ class Gateway:
             return
         try:
             self.build()
+            await self._start_upstreams()
             await self.startup()
         except Exception as exc:
             logger.error("gateway startup failed: %s", exc)

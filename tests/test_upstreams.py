@@ -113,3 +113,19 @@ def test_graphql_context_calls_need_the_right_kind() -> None:
         asyncio.run(context.rest("orders", "/x", relay=False))
     with pytest.raises(ConfigurationError, match="is not a GrpcBackend"):
         asyncio.run(context.grpc("orders", "Orders/Get", relay=False))
+
+
+def test_gateway_startup_starts_every_upstream() -> None:
+    started: list[str] = []
+
+    class Starting(Upstream):
+        async def start(self) -> None:
+            started.append(self.name)
+
+    api = gateway([Route("/x", Proxy(Starting("http://a.internal", name="a")))], b=Starting("http://b", name="b"))
+
+    async def go() -> None:
+        async with api.lifespan():
+            assert started == ["a", "b"]
+
+    asyncio.run(go())

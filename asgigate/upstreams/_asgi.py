@@ -38,7 +38,8 @@ class _Call:
         self.body = body
         self.name = name
         self.messages: deque[Message] = deque()
-        self.failure: BaseException | None = None  # raised to the proxy at its next read
+        self.failure: BaseException | None = None  # the app failed: raised once its messages are passed on
+        self.body_failure: BaseException | None = None  # reading the client's body failed: raised at once
         self.started = False  # the app sent http.response.start
         self.finished = False  # the app sent its last body message
         self.returned = False  # the app's coroutine ended
@@ -55,7 +56,7 @@ class _Call:
     # --- the app's side -------------------------------------------------------------------------------------
 
     async def receive(self) -> Message:
-        if self._body_sent or self.failure is not None:
+        if self._body_sent or self.body_failure is not None:
             await self.disconnected.wait()
             return {"type": "http.disconnect"}
         body = self.body
@@ -65,7 +66,7 @@ class _Call:
         try:
             chunk = await anext(body, None)
         except Exception as exc:  # the client's body failed (too large, client gone): the request is aborted
-            self.failure = exc
+            self.body_failure = exc
             self._wake()
             return {"type": "http.disconnect"}
         if chunk is None:
@@ -98,7 +99,7 @@ class _Call:
         except Exception as exc:
             if self.finished:
                 logger.warning("in-process upstream %s raised after its response", self.name, exc_info=True)
-            elif self.failure is None:
+            elif self.body_failure is None:
                 logger.warning("in-process upstream %s raised", self.name, exc_info=True)
                 self.failure = self.protocol_error(f"in-process app raised {exc!r}")
         finally:
@@ -114,14 +115,16 @@ class _Call:
 
     async def next(self, timeout: float | None) -> Message:  # noqa: ASYNC109
         while True:
-            if self.failure is not None:
-                raise self.failure
-            if self.messages:
+            if self.body_failure is not None:  # the request itself failed: whatever the app made of it is moot
+                raise self.body_failure
+            if self.messages:  # what the app sent before it failed is passed on first, as from a socket
                 message = self.messages.popleft()
                 writer = self._writer
                 if writer is not None and not writer.done():
                     writer.set_result(None)
                 return message
+            if self.failure is not None:
+                raise self.failure
             if self.returned:
                 raise self.protocol_error("in-process app returned before its response was complete")
             self._reader = asyncio.get_running_loop().create_future()
