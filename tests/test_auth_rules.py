@@ -1,4 +1,5 @@
-"""Authorize (scopes, roles, claim conditions), ForwardIdentity, ApiKeyAuth and AnyAuth, through the front door."""
+"""Authorize (scopes, roles, claim conditions), ForwardIdentity, ApiKeyAuth and AnyAuth, through the front door
+(the gateway under uvicorn; the echo upstream, whose only job is to show what it received, in process)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from asgigate import (
 )
 from asgigate.policies.auth import Authenticator, Consumer, Identity, hash_api_key
 
+from apps.upstream import app as sample_upstream
 from servers import ThreadServer
 
 MOBILE_KEY = "mk_live_9f2c1d0e7b6a5c4d3e2f1a0b"
@@ -47,9 +49,9 @@ def is_acme(value: Any) -> bool:
 
 
 class RulesGateway(Gateway):
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.backend = Upstream(upstream_url, name="backend")
+        self.backend = Upstream("http://backend.internal", name="backend", app=sample_upstream)
         self.auth = AnyAuth(
             BearerAuth(issuer=ISSUER, audience=AUDIENCE, keys=jwks(RSA)),
             ApiKeyAuth(CONSUMERS, header="x-api-key", query="api_key"),
@@ -81,8 +83,8 @@ class RulesGateway(Gateway):
 
 
 @pytest.fixture(scope="module")
-def client(upstream: ThreadServer) -> Iterator[httpx.Client]:
-    with ThreadServer(RulesGateway(upstream.url)) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+def client() -> Iterator[httpx.Client]:
+    with ThreadServer(RulesGateway()) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         yield c
 
 
