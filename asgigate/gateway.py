@@ -315,7 +315,7 @@ class Gateway:
         if claims:
             lines.extend([*claims, ""])
         if self._upstreams:
-            lines.append("upstreams: " + ", ".join(f"{u.name} = {u.url}" for u in self._upstreams))
+            lines.append("upstreams: " + ", ".join(u.describe() for u in self._upstreams))
         return "\n".join(lines).rstrip() + "\n"
 
     @property
