@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import ipaddress
 import logging
@@ -241,7 +242,9 @@ class Gateway:
             if isinstance(item, Group):
                 routes.extend(item.flatten())
             elif isinstance(item, Route):
-                routes.append(item)
+                # the gateway's own copy (as a group's routes are): what the build sets on it (the compiled
+                # chain) must not reach another gateway that was given the same Route
+                routes.append(copy.copy(item))
             else:
                 raise ConfigurationError(f"routes() returned {item!r}, which is neither a Route nor a Group.")
         names: dict[str, Route] = {}
@@ -259,8 +262,9 @@ class Gateway:
             names[route.name] = route
             entries = chain_for(route, gateway_policies)
             check_order(route, entries)
-            route.target.bind(route, self)
-            route.app = compile_chain(entries, route.target)
+            # the target as bound to this route (the route's own copy when it resolved something for it)
+            served = route.target.bind(route, self)
+            route.app = compile_chain(entries, route.target if served is None else served)
             levels = self._error_levels(
                 [(f"route {route.name!r}", route.errors)]
                 + [(f"group {group!r} (route {route.name!r})", errors) for group, errors in route.group_errors]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._frozen import Frozen
 from .errors import ConfigurationError, MethodNotAllowed
 from .targets.base import Target
 
@@ -372,7 +373,7 @@ class Metrics:
         return f"Metrics(prefix={self.prefix!r}, series={len(self._metrics)})"
 
 
-class MetricsEndpoint(Target):
+class MetricsEndpoint(Frozen, Target):
     """The Prometheus scrape target: GET/HEAD only (other methods are the route table's 405)."""
 
     def __init__(self, render: Callable[[], bytes]) -> None:

@@ -20,6 +20,7 @@ from graphql import (
 )
 from graphql.error import GraphQLSyntaxError
 
+from .._frozen import Frozen
 from ..errors import (
     BadGateway,
     BadRequest,
@@ -45,7 +46,7 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
-class DeGraphQL(Target):
+class DeGraphQL(Frozen, Target):
     """``Route("/v1/users/{id}", DeGraphQL(api, "query($id: ID!) { user(id: $id) { id name } }"))``.
 
     Each variable of the operation is filled from the route parameter of the same name, else the query parameter
@@ -92,51 +93,55 @@ class DeGraphQL(Target):
         self.document = document
         self.operation: OperationDefinitionNode = operation
         self.variables = dict(variables or {})
-        self.sources: dict[str, tuple[str, str]] = {}
+        # Resolved against the schema: the types of the variables, the required ones, where each is read from
+        # (the ones `variables=` names; the others depend on the route, see `bind`).
         self.types: dict[str, Any] = {}
-        self.required: set[str] = set()
-        self._prepared = False
+        self.required: frozenset[str] = frozenset()
+        self.sources: dict[str, tuple[str, str]] = {}
         if not api.remotes and not api.extend:
-            self._prepare()  # the schema is known already: report a wrong query now
+            self.types, self.required, self.sources = self._resolve()  # the schema is known already: check now
         self.methods = methods or (("GET",) if operation.operation.value == "query" else ("POST",))
 
-    def _prepare(self) -> None:
-        if self._prepared:
-            return
+    def _resolve(self) -> tuple[dict[str, Any], frozenset[str], dict[str, tuple[str, str]]]:
         self.api.compose()
         schema = self.api.schema._schema
         errors = validate(schema, self.document, specified_rules)
         if errors:
             raise ConfigurationError(f"DeGraphQL query is not valid for the schema: {errors[0].message}")
+        types: dict[str, Any] = {}
+        required = set()
         for definition in self.operation.variable_definitions or ():
             name = definition.variable.name.value
-            self.types[name] = type_from_ast(schema, definition.type)
-            if isinstance(self.types[name], GraphQLNonNull) and definition.default_value is None:
-                self.required.add(name)
+            types[name] = type_from_ast(schema, definition.type)
+            if isinstance(types[name], GraphQLNonNull) and definition.default_value is None:
+                required.add(name)
+        sources: dict[str, tuple[str, str]] = {}
         for name, spec in self.variables.items():
-            if name not in self.types:
+            if name not in types:
                 raise ConfigurationError(f"DeGraphQL variables= names ${name}, which the query does not declare.")
             kind, _, source = spec.partition(":")
             if kind not in ("path", "query", "header") or not source:
                 raise ConfigurationError(f"DeGraphQL variable {name}: {spec!r} is not path:, query: or header:.")
-            self.sources[name] = (kind, source)
-        self._prepared = True
+            sources[name] = (kind, source)
+        return types, frozenset(required), sources
 
     def upstreams(self) -> list[BaseUpstream]:
         return self.api.upstreams()
 
-    def bind(self, route: Route, gateway: Gateway) -> None:
-        if self.api._gateway is None:  # the GraphQL target may serve no route of its own
-            self.api.bind(route, gateway)
-        self._prepare()
+    def bind(self, route: Route, gateway: Gateway) -> DeGraphQL:
+        """The endpoint as it serves `route`: variables not named in `variables=` are read from the route's
+        parameter of the same name if it has one, else from the query."""
+        types, required, sources = self._resolve()
         captured = set(route.template.names)
-        for name in self.types:
-            if name not in self.sources:
-                self.sources[name] = ("path", name) if name in captured else ("query", name)
-            kind, source = self.sources[name]
+        for name in types:
+            if name not in sources:
+                sources[name] = ("path", name) if name in captured else ("query", name)
+            kind, source = sources[name]
             if kind == "path" and source not in captured:
                 raise ConfigurationError(f"DeGraphQL variable ${name} reads path parameter {source!r}, which route "
                                          f"{route.path!r} does not capture.")
+        # the operation runs in the api as bound in this gateway (its upstreams, its limits)
+        return self._replace(api=self.api.bind(route, gateway), types=types, required=required, sources=sources)
 
     async def handle(self, exchange: Exchange, receive: Receive, send: Send) -> None:
         if exchange.method not in self.methods:

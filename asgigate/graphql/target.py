@@ -36,6 +36,7 @@ from strawberry.schema import Schema
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from .._accept import parse_accept
+from .._frozen import Frozen
 from ..errors import (
     BadRequest,
     ConfigurationError,
@@ -150,6 +151,24 @@ class _ErrorLog:
             self.process(unexpected, execution_context)
 
 
+class _Composition:
+    """Whether the remote schemas and extensions were merged into the schema yet (once, at the first build)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, *, done: bool) -> None:
+        self.done = done
+
+
+class _ByName:
+    """The upstreams resolvers reach by name, found at the first request."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: dict[str, BaseUpstream] | None = None
+
+
 class _Request(NamedTuple):
     """A well-formed GraphQL-over-HTTP request, its query resolved (persisted queries)."""
 
@@ -164,7 +183,7 @@ _PARAMETERS = (("query", str, "a string"), ("operationName", str, "a string"),
                ("variables", Mapping, "an object"), ("extensions", Mapping, "an object"))
 
 
-class GraphQL(Target):
+class GraphQL(Frozen, Target):
     """Serve a strawberry schema: ``Route("/graphql", GraphQL(schema, upstreams=[users, orders]))``.
 
     - `upstreams`: backends resolvers call by name through ``info.context`` (a `GraphQLContext`); the gateway's
@@ -227,7 +246,7 @@ class GraphQL(Target):
         self.schema = copy.copy(schema)
         self.remotes = tuple(remotes)
         self.extend = tuple(extend)
-        self._composed = not remotes and not extend
+        self._composition = _Composition(done=not remotes and not extend)  # shared by the bound copies
         self.graphiql = graphiql
         self.introspection = introspection
         self.batching = batching
@@ -239,8 +258,8 @@ class GraphQL(Target):
         self.mask_errors = mask_errors
         self.context_class = context_class
         self._upstreams = [*upstreams, *(remote.upstream for remote in remotes)]
-        self._by_name: dict[str, BaseUpstream] | None = None
-        self._gateway: Gateway | None = None
+        self._by_name = _ByName()
+        self._gateway: Gateway | None = None  # set on the copy `bind` makes for a route
         # The spec rules but OverlappingFieldsCanBeMerged, which is quadratic: it runs (with its own budget) only
         # on documents the gateway's linear check cannot clear.
         self._rules = [rule for rule in specified_rules if rule is not OverlappingFieldsCanBeMergedRule]
@@ -258,26 +277,29 @@ class GraphQL(Target):
 
     def compose(self) -> None:
         """Merge the remote schemas and extension fields in (reads remote schemas: done once, at build time)."""
-        if not self._composed:
+        if not self._composition.done:
             self.schema._schema = compose(self.schema._schema, self.remotes, self.extend)
-            self._composed = True
+            self._composition.done = True
 
-    def bind(self, route: Route, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def bind(self, route: Route, gateway: Gateway) -> GraphQL:
+        """The target as it serves `route` in `gateway`: it reaches that gateway's upstreams and body limit."""
         self.compose()
+        return self._replace(_gateway=gateway, _by_name=_ByName())
 
     def upstreams(self) -> list[BaseUpstream]:
         return list(self._upstreams)
 
     @property
     def upstreams_by_name(self) -> dict[str, BaseUpstream]:
-        if self._by_name is None:
-            found: dict[str, BaseUpstream] = {}
+        found = self._by_name.value
+        if found is None:
+            # Looked up at the first request: the gateway knows all its upstreams only once its build is over.
+            found = {}
             if self._gateway is not None:
                 found.update((u.name, u) for u in self._gateway.upstreams)
             found.update((u.name, u) for u in self._upstreams)
-            self._by_name = found
-        return self._by_name
+            self._by_name.value = found
+        return found
 
     def context(self, exchange: Exchange, loaders: dict[Any, DataLoader[Any, Any]] | None = None) -> GraphQLContext:
         return self.context_class(exchange, self.upstreams_by_name, relay_headers=self.relay_headers,

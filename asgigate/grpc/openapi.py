@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from google.protobuf.descriptor import FieldDescriptor
 
+from .._frozen import Frozen
 from ..targets.base import Target
 from .mapping import HTTP_BODY, find_field, is_repeated
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
+    from ..gateway import Gateway
+    from ..routing import Route
     from ..types import Receive, Send
     from .target import GrpcMethod, GrpcService
 
@@ -203,10 +206,13 @@ class _Builder:
         return {"description": output.full_name, "content": {"application/json": {"schema": schema}}}
 
 
-def openapi_document(service: GrpcService, *, title: str, version: str, description: str | None) -> dict[str, Any]:
+def openapi_document(service: GrpcService, *, title: str, version: str, description: str | None,
+                     gateway: Gateway | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the service's routes as built in `gateway` (by default the one built last)."""
     builder = _Builder(service)
     paths: dict[str, dict[str, Any]] = {}
-    for route_path, target in sorted(service.bound, key=lambda item: item[0]):
+    bound = service._bindings.routes(gateway)
+    for route_path, target in sorted(bound, key=lambda item: item[0]):
         _path, verb, op = builder.operation(route_path, target)
         template = target.binding.template
         openapi_path = route_path[: len(route_path) - len(template.source)] + template.openapi_path()
@@ -219,12 +225,12 @@ def openapi_document(service: GrpcService, *, title: str, version: str, descript
     info: dict[str, Any] = {"title": title, "version": version}
     if description:
         info["description"] = description
-    tags = [{"name": m, **builder.comment(m)} for m in sorted({t.method.service for _, t in service.bound})]
+    tags = [{"name": m, **builder.comment(m)} for m in sorted({t.method.service for _, t in bound})]
     return {"openapi": "3.1.0", "info": info, "tags": tags, "paths": paths,
             "components": {"schemas": dict(sorted(builder.schemas.items()))}}
 
 
-class OpenAPITarget(Target):
+class OpenAPITarget(Frozen, Target):
     """Serves the OpenAPI document of a GrpcService (built on first request, after the gateway is built)."""
 
     def __init__(self, service: GrpcService, *, title: str, version: str, description: str | None) -> None:
@@ -232,18 +238,33 @@ class OpenAPITarget(Target):
         self.title = title
         self.version = version
         self.description = description
-        self._body: bytes | None = None
+        self._gateway: Gateway | None = None
+        self._body = _Body()
+
+    def bind(self, route: Route, gateway: Gateway) -> OpenAPITarget:
+        # the document of this gateway's routes (the service may be mounted elsewhere too), made once per route
+        return self._replace(_gateway=gateway, _body=_Body())
 
     def document(self) -> dict[str, Any]:
-        return openapi_document(self.service, title=self.title, version=self.version, description=self.description)
+        return openapi_document(self.service, title=self.title, version=self.version, description=self.description,
+                                gateway=self._gateway)
 
     async def handle(self, exchange: Exchange, receive: Receive, send: Send) -> None:
-        if self._body is None:
-            self._body = orjson.dumps(self.document())
-        body = self._body
+        body = self._body.value
+        if body is None:
+            body = self._body.value = orjson.dumps(self.document())
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": b"" if exchange.method == "HEAD" else body})
 
     def __repr__(self) -> str:
         return f"OpenAPI({self.service.name!r})"
+
+
+class _Body:
+    """The document's bytes, made at the first request: the routes are all known only once the build is over."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: bytes | None = None

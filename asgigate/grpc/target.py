@@ -19,6 +19,7 @@ import base64
 import binascii
 import re
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -28,6 +29,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from .._frozen import Frozen
 from ..errors import (
     BadRequest,
     ConfigurationError,
@@ -100,11 +102,35 @@ class _Settings:
     skip: frozenset[type] = field(default_factory=frozenset)
 
 
-class GrpcMethod(Target):
+class Bindings:
+    """Where a GrpcService's methods ended up, per gateway: the routes its OpenAPI document lists.
+
+    The one mutable part of a service, written at build time: a service mounted in two gateways (under different
+    prefixes, say) describes each gateway's routes in that gateway. Weak keys: a gateway that is gone is forgotten.
+    """
+
+    def __init__(self) -> None:
+        self._by_gateway: weakref.WeakKeyDictionary[Gateway, dict[GrpcMethod, str]] = weakref.WeakKeyDictionary()
+        self._latest: weakref.ref[Gateway] | None = None
+
+    def add(self, gateway: Gateway, path: str, method: GrpcMethod) -> None:
+        self._by_gateway.setdefault(gateway, {})[method] = path
+        self._latest = weakref.ref(gateway)
+
+    def routes(self, gateway: Gateway | None = None) -> list[tuple[str, GrpcMethod]]:
+        """(full route path, method) as built in `gateway` (by default the gateway built last)."""
+        if gateway is None:
+            gateway = self._latest() if self._latest is not None else None
+            if gateway is None:
+                return []
+        return [(path, method) for method, path in self._by_gateway.get(gateway, {}).items()]
+
+
+class GrpcMethod(Frozen, Target):
     """Transcodes one HTTP binding of one gRPC method."""
 
     def __init__(self, method: Method, binding: Binding, upstream: BaseUpstream, descriptors: Descriptors,
-                 settings: _Settings, registry: list[tuple[str, GrpcMethod]]) -> None:
+                 settings: _Settings, registry: Bindings, not_found_under: tuple[str, ...] = ()) -> None:
         self.method = method
         self.binding = binding
         self.upstream = upstream
@@ -114,16 +140,21 @@ class GrpcMethod(Target):
         self.response_mapper = ResponseMapper(method.output, binding, settings.json)
         self.coarse = coarse_path(binding.template)
         self.framing = Framing(settings.stream_format)
-        self.route_path: str | None = None
-        self.not_found_under: tuple[str, ...] = ()  # relative to the mount point; set by the GrpcService
+        self.route_path: str | None = None  # the full path template, on the method bound to a route
+        self.not_found_under = not_found_under  # relative to the mount point
         self._registry = registry
-        self._callables: dict[Any, Any] = {}
+        self._callables: dict[Any, Any] = {}  # by channel: a cache the bound copies share
         if method.client_streaming and binding.body not in ("*",) and not self.request_mapper.raw_body:
             raise ConfigurationError(f"{method.full_name}: a client-streaming method needs body: \"*\".")
 
     # --- build ----------------------------------------------------------------------------------------------
 
-    def bind(self, route: Route, gateway: Gateway) -> None:
+    def bind(self, route: Route, gateway: Gateway) -> GrpcMethod:
+        """The method as it serves `route`, in the gateway being built (this one stays as it is).
+
+        `route` is the gateway's own, made when it flattened the groups (never the Route the GrpcService
+        holds): its stand-in template is replaced by the HttpRule's, behind the prefix it ended up with.
+        """
         require_kind(self.upstream, GrpcUpstream, f"{self!r}", route, hint=" An HTTP Upstream goes with Proxy.")
         if not route.path.endswith(self.coarse):
             raise ConfigurationError(f"{self!r}: its route path {route.path!r} was changed; mount it as given.")
@@ -140,11 +171,11 @@ class GrpcMethod(Target):
             # The route table indexes routes by their path's first segment, taking one without "{" as literal:
             # a template starting with a bare wildcard keeps its stand-in path (which has a "{").
             route.path = full
-        self.route_path = full
-        if self.settings.max_body_size is None and gateway.max_body_size is not None:
-            self.settings = replace(self.settings, max_body_size=gateway.max_body_size)
-        self._registry[:] = [entry for entry in self._registry if entry[1] is not self]
-        self._registry.append((full, self))
+        settings = self.settings
+        if settings.max_body_size is None and gateway.max_body_size is not None:
+            settings = replace(settings, max_body_size=gateway.max_body_size)
+        self._registry.add(gateway, full, self)
+        return self._replace(settings=settings, route_path=full)
 
     def upstreams(self) -> list[BaseUpstream]:
         return [self.upstream]
@@ -485,9 +516,8 @@ class GrpcService(Group):
             raise ConfigurationError(f"{descriptors!r} has no services.")
         overrides = dict(methods or {})
         self.methods: list[Method] = []
-        self.bound: list[tuple[str, GrpcMethod]] = []  # (final route path, target), filled at build
-        entries: list[tuple[tuple[Any, ...], Route]] = []
-        targets: list[GrpcMethod] = []
+        self._bindings = Bindings()  # per gateway: (full route path, method) of every route built
+        chosen_bindings: list[tuple[Method, Binding, _Settings]] = []
         for service in chosen:
             for method in descriptors.methods(service):
                 settings = _merge(base, overrides.pop(method.name, None), overrides.pop(method.full_name, None))
@@ -498,31 +528,30 @@ class GrpcService(Group):
                 else:
                     continue
                 self.methods.append(method)
-                for binding in bindings:
-                    target = GrpcMethod(method, binding, self.upstream, descriptors, settings, self.bound)
-                    targets.append(target)
-                    errors_setting = settings.errors
-                    if errors_setting is None and settings.error_format == "grpc":
-                        errors_setting = status_reply
-                    route = Route(
-                        target.coarse,
-                        target,
-                        methods=[binding.method],
-                        policies=settings.policies,
-                        skip=settings.skip,
-                        name=(f"{name}:" if name else "") + method.full_name
-                        + (f"#{binding.index}" if binding.index else ""),
-                        errors=errors_setting,
-                    )
-                    entries.append((binding.template.specificity(), route))
+                chosen_bindings.extend((method, binding, settings) for binding in bindings)
         if overrides:
             raise ConfigurationError(f"methods= names methods that are not served: {', '.join(sorted(overrides))}.")
-        claimed = _not_found_under(not_found_under, prefix, [target.binding.template for target in targets])
-        for target in targets:
+        claimed = _not_found_under(not_found_under, prefix, [binding.template for _, binding, _ in chosen_bindings])
+        entries: list[tuple[tuple[Any, ...], Route]] = []
+        for method, binding, settings in chosen_bindings:
             # only routes in the service's own error format answer its 404s (one with its own `errors=` or
             # error_format in MethodSettings speaks for that method alone), so which route answers does not matter
-            if target.settings.errors is None and target.settings.error_format == error_format:
-                target.not_found_under = claimed
+            owns_404 = settings.errors is None and settings.error_format == error_format
+            target = GrpcMethod(method, binding, self.upstream, descriptors, settings, self._bindings,
+                                claimed if owns_404 else ())
+            errors_setting = settings.errors
+            if errors_setting is None and settings.error_format == "grpc":
+                errors_setting = status_reply
+            route = Route(
+                target.coarse,
+                target,
+                methods=[binding.method],
+                policies=settings.policies,
+                skip=settings.skip,
+                name=(f"{name}:" if name else "") + method.full_name + (f"#{binding.index}" if binding.index else ""),
+                errors=errors_setting,
+            )
+            entries.append((binding.template.specificity(), route))
         entries.sort(key=lambda item: item[0])  # stable: equally specific bindings keep their order
         self._check_duplicates([route for _, route in entries])
         super().__init__(prefix, [route for _, route in entries], host=host, policies=policies, skip=skip,

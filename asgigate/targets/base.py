@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
+from .._frozen import Frozen
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -24,8 +25,16 @@ __all__ = ["App", "Handler", "Target"]
 class Target:
     """Base class of route targets (Proxy, Direct, Redirect, a mounted app, a handler)."""
 
-    def bind(self, route: Route, gateway: Gateway) -> None:
-        """Called once per route at build time: validate against the route, raise ConfigurationError."""
+    def bind(self, route: Route, gateway: Gateway) -> Target | None:
+        """Called once per route at build time: check the target against the route, and return what serves it.
+
+        Raise ConfigurationError for a route the target cannot serve. A target may serve many routes, in several
+        gateways, so `bind` never changes `self`: values resolved for one route (a template checked against its
+        parameters, a default taken from the gateway) go into the object it returns, often ``self._replace(...)``
+        for a library target, whose `handle` then serves that route. The default returns `self`, as is. Returning
+        None (what a `bind` written for asgigate 0.x does) also means `self`.
+        """
+        return self
 
     def upstreams(self) -> list[BaseUpstream]:
         """Upstreams this target uses, so the gateway opens and closes their pools."""
@@ -38,7 +47,7 @@ class Target:
         raise ConfigurationError(f"{type(self).__name__} does not implement handle()")
 
 
-class Handler(Target):
+class Handler(Frozen, Target):
     """An async function `handler(exchange) -> Response` as a target."""
 
     def __init__(self, func: Callable[[Exchange], Awaitable[Response]]) -> None:
@@ -53,7 +62,7 @@ class Handler(Target):
         return f"Handler({getattr(self.func, '__qualname__', self.func)!r})"
 
 
-class App(Target):
+class App(Frozen, Target):
     """A plain ASGI app as the target of a single route; it sees the gateway's scope unchanged."""
 
     def __init__(self, app: Callable[..., Awaitable[None]]) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import FileResponse
 
+from .._frozen import Frozen
 from .._paths import PathTemplate
 from ..errors import ConfigurationError
 from .base import Target
@@ -24,7 +25,7 @@ __all__ = ["Direct", "Redirect"]
 _UNSET: Any = object()
 
 
-class Direct(Target):
+class Direct(Frozen, Target):
     """A fixed reply: ``Direct(json={"ok": True})``, ``Direct(status=410, text="gone")``, ``Direct(file=...)``."""
 
     def __init__(
@@ -83,7 +84,7 @@ class Direct(Target):
         return f"Direct(status={self.status}, {what})"
 
 
-class Redirect(Target):
+class Redirect(Frozen, Target):
     """Redirect to a URL that may use the route's parameters: ``Redirect("/v2/users/{id}", status=308)``."""
 
     def __init__(self, location: str, *, status: int = 307, keep_query: bool = True) -> None:
@@ -98,7 +99,7 @@ class Redirect(Target):
         self._fragment = "#" + fragment if fragment else ""
         self._template: PathTemplate | None = None
 
-    def bind(self, route: Route, gateway: Gateway) -> None:
+    def bind(self, route: Route, gateway: Gateway) -> Redirect:
         names = set(route.template.names)
         if "{" in self._query or "{" in self._fragment:
             raise ConfigurationError(f"Redirect {self.location!r}: parameters can only be used in the path.")
@@ -110,7 +111,8 @@ class Redirect(Target):
                 raise ConfigurationError(
                     f"Redirect {self.location!r} uses {sorted(missing)} which route {route.path!r} does not capture."
                 )
-            self._template = template
+            return self._replace(_template=template)
+        return self
 
     async def handle(self, exchange: Exchange, receive: Receive, send: Send) -> None:
         from .._paths import encode

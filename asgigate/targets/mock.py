@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
+from .._frozen import Frozen
 from .._templates import JSONTemplate, TemplateError
 from ..errors import BadRequest, ConfigurationError
 from .base import Target
@@ -34,7 +35,7 @@ _UNSET: Any = object()
 _DEFAULT = ""
 
 
-class Mock(Target):
+class Mock(Frozen, Target):
     """``Mock({"id": "{id}", "name": "Ada"})``, ``Mock(examples={"ok": [...], "empty": []})``, ``Mock(func)``.
 
     `example` is the default answer; `examples` are named ones (the first is the default when `example` is not
@@ -69,7 +70,8 @@ class Mock(Target):
         self._default = _DEFAULT if example is not _UNSET else next(iter(named))
         self._answers: dict[str, Direct | Callable[..., Any] | JSONTemplate] = {}
 
-    def bind(self, route: Route, gateway: Gateway) -> None:
+    def bind(self, route: Route, gateway: Gateway) -> Mock:
+        """The mock that serves `route`, its JSON examples checked against (and compiled for) the route's parameters."""
         allowed = set(route.template.names)
         items = ([(_DEFAULT, self.example)] if self.example is not _UNSET else []) + list(self.examples.items())
         answers: dict[str, Direct | Callable[..., Any] | JSONTemplate] = {}
@@ -82,7 +84,7 @@ class Mock(Target):
             except TemplateError as exc:
                 label = f"example {name!r}" if name else "example"
                 raise ConfigurationError(f"Mock {label} on route {route.path!r}: {exc}") from None
-        self._answers = answers
+        return self._replace(_answers=answers)
 
     async def handle(self, exchange: Exchange, receive: Receive, send: Send) -> None:
         name, asked = self._default, _preferred_example(exchange.headers.getlist("prefer"))

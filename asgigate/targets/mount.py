@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .._frozen import Frozen
 from .._paths import decode_param, encode
 from .base import Target
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 __all__: list[str] = []  # internal: the target of a `Mount`
 
 
-class MountedApp(Target):
+class MountedApp(Frozen, Target):
     """The mounted app sees `root_path` extended by the prefix, as under Starlette's own Mount."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], prefix: str) -> None:

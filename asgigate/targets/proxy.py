@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from .._frozen import Frozen
 from .._http1.pool import POOL_DEFAULT, _PoolDefault
 from .._paths import PathTemplate, encode
 from ..errors import (
@@ -112,7 +113,7 @@ class _Cancel:
             self.watcher = None
 
 
-class Proxy(Target):
+class Proxy(Frozen, Target):
     """Forward the request to an upstream: ``Proxy(users, strip_prefix="/v1")``.
 
     - `path`: an upstream path template filled from the route's parameters (``"/api/users/{id}"``);
@@ -186,16 +187,14 @@ class Proxy(Target):
         self.rewrite_location = rewrite_location
         self._rewrite: LocationRewrite | None = None
         self._template: PathTemplate | None = None
-        self._gateway: Gateway | None = None
         self._host = upstream.authority.encode("latin-1")
 
-    def bind(self, route: Route, gateway: Gateway) -> None:
+    def bind(self, route: Route, gateway: Gateway) -> Proxy:
+        """The proxy that serves `route`: a copy holding what was resolved for it (this one stays as it is)."""
         require_kind(self.upstream, Upstream, "Proxy", route, hint=" A gRPC upstream goes with GrpcService.")
         if route.methods is not None and "CONNECT" in route.methods:
             raise ConfigurationError(f"Proxy cannot tunnel CONNECT requests (route {route.path!r}).")
-        self._gateway = gateway
-        if self.max_body_size is None:
-            self.max_body_size = gateway.max_body_size
+        template: PathTemplate | None = None
         if self.path is not None:
             template = PathTemplate(self.path)
             missing = set(template.names) - set(route.template.names)
@@ -203,20 +202,26 @@ class Proxy(Target):
                 raise ConfigurationError(
                     f"Proxy path {self.path!r} uses {sorted(missing)}, which route {route.path!r} does not capture."
                 )
-            self._template = template
         if self.strip_prefix and not (
             route.path == self.strip_prefix or route.path.startswith(self.strip_prefix + "/")
         ):
             raise ConfigurationError(
                 f"Proxy strip_prefix={self.strip_prefix!r} is not a prefix of route path {route.path!r}."
             )
-        self._rewrite = location_rewriter(
+        rewrite = location_rewriter(
             self.rewrite_location,
             upstream=self.upstream,
             route=route,
             strip_prefix=self.strip_prefix,
-            template=self._template,
+            template=template,
             preserve_host=self.preserve_host,
+        )
+        # The request path reads these as plain attributes, as it reads every other setting: no extra work per
+        # request for a limit that defaults to the gateway's or a rewriter made for this route.
+        return self._replace(
+            max_body_size=self.max_body_size if self.max_body_size is not None else gateway.max_body_size,
+            _template=template,
+            _rewrite=rewrite,
         )
 
     def upstreams(self) -> list[BaseUpstream]:

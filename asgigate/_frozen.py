@@ -1,0 +1,80 @@
+"""Frozen: configuration objects that refuse attribute assignment once constructed.
+
+A target or a policy may serve many routes and several gateways at once, so nothing may change it after it was
+built: what differs per route (a path template, a limit that defaults to the gateway's) is resolved at build
+time into a per-route object (see `Target.bind`), and what changes at run time (caches, counters, clients, a
+switch) lives in a separate mutable object that the frozen configuration holds.
+
+The library's own targets and policies inherit `Frozen`. Assignment is refused from the moment the outermost
+``__init__`` returns, so a subclass may still set attributes of its own in its ``__init__``, before or after
+calling ``super().__init__()``. The bases `Policy` and `Target` are not frozen: a policy written from scratch
+keeps whatever state it chooses.
+
+Only assignment goes through ``__setattr__``: reading an attribute costs what it always did, so the request
+path pays nothing for this.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+from dataclasses import FrozenInstanceError
+from typing import Any, TypeVar
+
+__all__: list[str] = []  # internal
+
+_DONE = "_frozen_done"
+_Self = TypeVar("_Self", bound="Frozen")
+
+
+class Frozen:
+    """Mixin: instances are immutable once the constructor that created them has returned."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_freezes", False):
+            cls.__init__ = _freezing(init)  # type: ignore[method-assign]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get(_DONE):
+            raise FrozenInstanceError(_refusal(self, name, "set"))
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self.__dict__.get(_DONE):
+            raise FrozenInstanceError(_refusal(self, name, "delete"))
+        object.__delattr__(self, name)
+
+    def _replace(self: _Self, **changes: Any) -> _Self:
+        """A copy with some attributes replaced (frozen too): how `bind` makes the object that serves one route."""
+        twin = copy.copy(self)
+        for name in changes:
+            if name not in twin.__dict__:
+                raise AttributeError(f"{type(self).__name__} has no attribute {name!r} to replace.")
+        twin.__dict__.update(changes)
+        return twin
+
+
+def _freezing(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def __init__(self: Frozen, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        # Only the constructor that was called (the most derived one) freezes: one further up the chain, reached
+        # through super().__init__(), returns with the subclass's own __init__ still to finish.
+        if type(self).__init__ is __init__:
+            object.__setattr__(self, _DONE, True)
+
+    __init__._freezes = True  # type: ignore[attr-defined]
+    return __init__
+
+
+def _refusal(obj: object, name: str, verb: str) -> str:
+    kind = type(obj).__name__
+    return (
+        f"cannot {verb} {kind}.{name}: a {kind} is immutable once constructed, since routes and gateways may share "
+        f"it. Construct a new {kind} with the settings you want instead."
+    )
