@@ -59,6 +59,19 @@ class Frozen:
         return twin
 
 
+class Switch:
+    """An on/off setting a frozen policy changes at run time (`enable()` / `disable()`): it holds wherever the
+    policy is used."""
+
+    __slots__ = ("on",)
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __repr__(self) -> str:
+        return f"Switch({self.on})"
+
+
 def _freezing(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def __init__(self: Frozen, *args: Any, **kwargs: Any) -> None:

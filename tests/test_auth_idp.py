@@ -224,16 +224,15 @@ def upstream_token(response: httpx.Response) -> str:
 
 
 def test_client_credentials_token_for_the_upstream(idp: OpenIDProvider, upstream: ThreadServer) -> None:
-    credentials = ClientCredentials(issuer=idp.url, client_id="orders-client", client_secret="orders-secret",
-                                    auth_method="client_secret_post", scope="orders:read", resource="urn:asgigate:rs")
     fetches = []
-    fetch = credentials._fetch
 
-    async def counting() -> tuple[str, float]:
-        fetches.append(1)
-        return await fetch()
+    class Counting(ClientCredentials):  # a ClientCredentials is immutable: count its fetches in a subclass
+        async def _fetch(self) -> tuple[str, float]:
+            fetches.append(1)
+            return await super()._fetch()
 
-    credentials._fetch = counting  # type: ignore[method-assign]
+    credentials = Counting(issuer=idp.url, client_id="orders-client", client_secret="orders-secret",
+                           auth_method="client_secret_post", scope="orders:read", resource="urn:asgigate:rs")
     with ThreadServer(CallsOnItsOwnBehalf(upstream.url, credentials)) as server:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             first = upstream_token(client.get("/report", headers={"authorization": "Bearer the-callers-own"}))

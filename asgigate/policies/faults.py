@@ -14,6 +14,7 @@ import random
 import re
 from typing import TYPE_CHECKING, Any
 
+from .._frozen import Frozen
 from ..errors import BadRequest, ConfigurationError, FaultInjected
 from ..pipeline import Policy
 
@@ -28,7 +29,7 @@ MAX_DELAY = 300.0  # seconds; a header-controlled delay cannot hold a request lo
 _NUMBER = re.compile(r"[0-9]{1,9}")
 
 
-class FaultInjection(Policy):
+class FaultInjection(Frozen, Policy):
     """``FaultInjection(abort_percent=5, abort_status=503, delay_percent=20, delay=0.5)`` on a route or group.
 
     - `abort_percent` of the requests (0-100) get an error reply with `abort_status` (any 4xx/5xx);
@@ -47,11 +48,8 @@ class FaultInjection(Policy):
         header_control: bool = False,
         seed: int | None = None,
     ) -> None:
-        self.abort_percent = 0.0
-        self.abort_status = 503
-        self.delay_percent = 0.0
-        self.delay = 0.0
-        self.enabled = enabled
+        # What `update`, `enable` and `disable` change at run time: the one mutable part, shared by every route
+        self._now = _Faults(enabled)
         self.header_control = header_control
         self._random = random.Random(seed)
         self.update(abort_percent=abort_percent, abort_status=abort_status, delay_percent=delay_percent, delay=delay)
@@ -76,20 +74,42 @@ class FaultInjection(Policy):
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
             raise ConfigurationError(f"FaultInjection delay={delay!r} is not 0-{MAX_DELAY:g} seconds.")
         # Assigned together, after every check: a request never sees half an update.
-        self.abort_percent, self.abort_status = float(values["abort_percent"]), status
-        self.delay_percent, self.delay = float(values["delay_percent"]), float(delay)
+        now = self._now
+        now.abort_percent, now.abort_status = float(values["abort_percent"]), status
+        now.delay_percent, now.delay = float(values["delay_percent"]), float(delay)
 
     def enable(self) -> None:
-        self.enabled = True
+        self._now.enabled = True
 
     def disable(self) -> None:
-        self.enabled = False
+        self._now.enabled = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._now.enabled
+
+    @property
+    def abort_percent(self) -> float:
+        return self._now.abort_percent
+
+    @property
+    def abort_status(self) -> int:
+        return self._now.abort_status
+
+    @property
+    def delay_percent(self) -> float:
+        return self._now.delay_percent
+
+    @property
+    def delay(self) -> float:
+        return self._now.delay
 
     async def on_request(self, exchange: Exchange) -> Response | None:
-        if not self.enabled:
+        now = self._now
+        if not now.enabled:
             return None
-        delay = self.delay if self._chosen(self.delay_percent) else 0.0
-        abort = self.abort_status if self._chosen(self.abort_percent) else None
+        delay = now.delay if self._chosen(now.delay_percent) else 0.0
+        abort = now.abort_status if self._chosen(now.abort_percent) else None
         if self.header_control:
             delay, abort = self._from_headers(exchange, delay, abort)
         if delay:
@@ -127,3 +147,16 @@ class FaultInjection(Policy):
         if not self.enabled:
             parts.append("disabled")
         return f"FaultInjection({', '.join(parts)})"
+
+
+class _Faults:
+    """The settings a FaultInjection changes at run time (`update`, `enable`, `disable`)."""
+
+    __slots__ = ("abort_percent", "abort_status", "delay", "delay_percent", "enabled")
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.abort_percent = 0.0
+        self.abort_status = 503
+        self.delay_percent = 0.0
+        self.delay = 0.0

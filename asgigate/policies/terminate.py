@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from .._frozen import Frozen, Switch
 from ..errors import ConfigurationError, RequestTerminated
 from ..pipeline import Policy
 from ._match import Clock, RequestMatch, Window
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Terminate"]
 
 
-class Terminate(Policy):
+class Terminate(Frozen, Policy):
     """``Terminate(503, "Down for maintenance.", retry_after=600)``; ``Terminate(410, headers={"x-api-version": "1"})``.
 
     The reply: `status` (any 4xx/5xx), `detail` and `title` for its body, `retry_after` seconds, extra
@@ -68,20 +69,24 @@ class Terminate(Policy):
         self.retry_after = retry_after
         self.reason = reason
         self.reply_headers = {k.lower(): v for k, v in (reply_headers or {}).items()}
-        self.enabled = enabled
+        self._switch = Switch(enabled)  # run-time state: `enable()` / `disable()` hold for every route using it
         self._match = RequestMatch(
             methods=methods, headers=headers, query=query, clients=clients, except_clients=except_clients,
             window=window, clock=clock,
         )
 
     def enable(self) -> None:
-        self.enabled = True
+        self._switch.on = True
 
     def disable(self) -> None:
-        self.enabled = False
+        self._switch.on = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._switch.on
 
     async def on_request(self, exchange: Exchange) -> Response | None:
-        if not self.enabled or not self._match.matches(exchange):
+        if not self._switch.on or not self._match.matches(exchange):
             return None
         headers = dict(self.reply_headers)
         retry_after = self.retry_after

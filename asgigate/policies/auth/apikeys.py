@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ..._frozen import Frozen
 from ...errors import ConfigurationError, Unauthorized
 from ._scope import remove_query_param, replace_headers
 from .base import EMPTY, Authenticator, Identity
@@ -64,7 +65,7 @@ class Consumer:
         return f"Consumer({self.name!r}, {len(self.keys)} key{'s' if len(self.keys) != 1 else ''})"
 
 
-class ApiKeyAuth(Authenticator):
+class ApiKeyAuth(Frozen, Authenticator):
     """``ApiKeyAuth([Consumer(...), ...], header="x-api-key")``; ``query="api_key"`` reads a query parameter too.
 
     The identity's `subject` is the consumer's name, `consumer` the `Consumer`, `claims` its metadata.

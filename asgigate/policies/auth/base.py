@@ -16,6 +16,7 @@ from http.cookies import _unquote
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ..._frozen import Frozen
 from ...errors import ConfigurationError, InvalidRequest, Unauthorized
 from ...pipeline import Policy
 
@@ -220,7 +221,7 @@ class Authenticator(Policy):
         return None
 
 
-class AnyAuth(Authenticator):
+class AnyAuth(Frozen, Authenticator):
     """``AnyAuth(BearerAuth(...), ApiKeyAuth(...))``: the first authenticator that succeeds wins.
 
     Each is tried in order. When none succeeds, the first error of one that found (invalid) credentials is

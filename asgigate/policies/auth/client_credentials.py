@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..._frozen import Frozen
 from ..._httpx import PolicyClient, translate
 from ...errors import ConfigurationError
 from ...pipeline import Policy
@@ -32,7 +33,19 @@ __all__ = ["ClientCredentials"]
 logger = logging.getLogger("asgigate.auth")
 
 
-class ClientCredentials(Policy):
+class _CurrentToken:
+    """A ClientCredentials' run-time state: the token it holds, until when, and the endpoint it comes from."""
+
+    __slots__ = ("lock", "token", "url", "valid_until")
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.token: str | None = None
+        self.valid_until = float("-inf")
+        self.lock: asyncio.Lock | None = None
+
+
+class ClientCredentials(Frozen, Policy):
     """``ClientCredentials(issuer="https://idp.example.com", client_id="gateway", client_secret=..., scope="orders")``.
 
     `token_url` is the token endpoint; without it, it is read from the issuer's discovery document.
@@ -66,7 +79,9 @@ class ClientCredentials(Policy):
             raise ConfigurationError("ClientCredentials auth_method is 'client_secret_basic' or 'client_secret_post'.")
         self.client_id = client_id
         self._client_secret = client_secret
-        self.token_url = token_url
+        # The shared token and the token endpoint (discovered from the issuer when not given): run-time state, in
+        # an object of its own, that every request reuses until the token is near expiry.
+        self._current = _CurrentToken(token_url)
         self.issuer = issuer
         self.scope = scope
         self.resource = resource
@@ -76,11 +91,12 @@ class ClientCredentials(Policy):
         self.refresh_before = refresh_before
         self.timeout = timeout
         self._clock = clock
-        # The shared token, not per-request state: every request reuses it until it is near expiry.
-        self._token: str | None = None
-        self._valid_until = float("-inf")
-        self._lock: asyncio.Lock | None = None
         self._http = PolicyClient(timeout=timeout)  # one client for every token request, closed with the gateway
+
+    @property
+    def token_url(self) -> str | None:
+        """The token endpoint: as given, or as discovered from the issuer (None until then)."""
+        return self._current.url
 
     async def on_request(self, exchange: Exchange) -> Response | None:
         token = await self.token()
@@ -89,16 +105,17 @@ class ClientCredentials(Policy):
 
     async def token(self) -> str:
         """The current access token, fetched when there is none or it is about to expire."""
-        if self._token is not None and self._clock() < self._valid_until:
-            return self._token
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # single flight: the first caller fetches, the others reuse its token
-            if self._token is not None and self._clock() < self._valid_until:
-                return self._token
+        current = self._current
+        if current.token is not None and self._clock() < current.valid_until:
+            return current.token
+        if current.lock is None:
+            current.lock = asyncio.Lock()
+        async with current.lock:  # single flight: the first caller fetches, the others reuse its token
+            if current.token is not None and self._clock() < current.valid_until:
+                return current.token
             token, lifetime = await self._fetch()
-            self._token = token
-            self._valid_until = self._clock() + max(0.0, lifetime - self.refresh_before)
+            current.token = token
+            current.valid_until = self._clock() + max(0.0, lifetime - self.refresh_before)
             return token
 
     async def _fetch(self) -> tuple[str, float]:
@@ -131,7 +148,7 @@ class ClientCredentials(Policy):
     async def _discover(self, client: httpx.AsyncClient) -> str:
         assert self.issuer is not None
         endpoint = await discover_endpoint(client, self.issuer, "token_endpoint")
-        self.token_url = endpoint
+        self._current.url = endpoint
         return endpoint
 
     def _config(self) -> tuple[Any, ...]:

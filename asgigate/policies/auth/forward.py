@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..._cache import BoundedCache
+from ..._frozen import Frozen
 from ..._httpx import translate
 from ...errors import BadRequest, ConfigurationError, Forbidden, PayloadTooLarge, Unauthorized, UpstreamUnavailable
 from ...exchange import Exchange
@@ -44,7 +45,7 @@ TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 Decision = tuple[int, tuple[tuple[bytes, bytes], ...], str | None]
 
 
-class ForwardAuth(Policy):
+class ForwardAuth(Frozen, Policy):
     """``ForwardAuth(self.authz, path="/verify", send=["authorization", "cookie"], copy=["x-user-id"])``.
 
     `upstream` is the decision service (an `Upstream` you keep on the gateway, so its client is pooled and

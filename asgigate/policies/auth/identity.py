@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..._frozen import Frozen
 from ...errors import ConfigurationError
 from ...pipeline import Policy
 from ._scope import replace_headers
@@ -67,7 +68,7 @@ def _extractor(spec: Value) -> Callable[[Identity], Any]:
     )
 
 
-class ForwardIdentity(Policy):
+class ForwardIdentity(Frozen, Policy):
     """``ForwardIdentity({"x-user-id": "subject", "x-scopes": "scopes", "x-tenant": "claim:tenant"})``.
 
     Each header is set from the identity: ``"subject"``, ``"client_id"``, ``"scopes"`` (space-separated),

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import httpx
 
 from ..._cache import BoundedCache, json_size
+from ..._frozen import Frozen
 from ..._httpx import PolicyClient, translate
 from ...errors import ConfigurationError, InvalidToken, UpstreamUnavailable
 from ._discovery import discover_endpoint
@@ -34,7 +35,16 @@ __all__ = ["IntrospectionAuth"]
 logger = logging.getLogger("asgigate.auth")
 
 
-class IntrospectionAuth(Authenticator):
+class _Endpoint:
+    """The introspection endpoint an IntrospectionAuth found by discovery (its run-time state)."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+
+
+class IntrospectionAuth(Frozen, Authenticator):
     """``IntrospectionAuth(issuer="https://idp.example.com", client_id="gateway", client_secret=...)``.
 
     `endpoint` is the introspection URL; without it, it is read from the issuer's discovery document
@@ -91,7 +101,7 @@ class IntrospectionAuth(Authenticator):
         self.max_token_bytes = max_token_bytes
         self._clock = clock
         # Shared caches, not per-request state.
-        self._discovered: str | None = endpoint
+        self._endpoint = _Endpoint(endpoint)  # the endpoint, as given or as discovered from the issuer
         # the introspection answers of active tokens, by the token's digest: the answer's size is the IdP's, the
         # number of tokens a client's, so the cache is bounded by both
         self._active: BoundedCache[bytes, tuple[Identity, float]] = BoundedCache(
@@ -177,8 +187,12 @@ class IntrospectionAuth(Authenticator):
     async def _discover(self, client: httpx.AsyncClient) -> str:
         assert self.issuer is not None
         endpoint = await discover_endpoint(client, self.issuer, "introspection_endpoint")
-        self._discovered = endpoint
+        self._endpoint.url = endpoint
         return endpoint
+
+    @property
+    def _discovered(self) -> str | None:
+        return self._endpoint.url
 
     def _config(self) -> tuple[Any, ...]:
         return (self.endpoint, self.issuer, self.audience, self.client_id, self._client_secret, self.auth_method,

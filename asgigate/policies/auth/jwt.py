@@ -25,6 +25,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 
 from ..._cache import BoundedCache, json_size
+from ..._frozen import Frozen
 from ...errors import ConfigurationError, ExpiredToken, InvalidToken
 from ._jwks import KEY_TYPES, KeyInput, RemoteKeys, StaticKeys
 from .base import Authenticator, Identity, read_token, scopes_of, token_sources, with_error
@@ -45,7 +46,7 @@ def b64json(segment: bytes) -> Any:
     return json.loads(urlsafe_b64decode(segment + b"=" * (-len(segment) % 4)))
 
 
-class BearerAuth(Authenticator):
+class BearerAuth(Frozen, Authenticator):
     """Verifies JWT bearer tokens and sets `exchange.identity`.
 
     ``BearerAuth(issuer="https://idp.example.com", audience="orders-api")`` discovers the keys from the issuer;

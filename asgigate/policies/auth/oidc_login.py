@@ -30,6 +30,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..._accept import negotiate
 from ..._cache import BoundedCache
+from ..._frozen import Frozen
 from ..._httpx import PolicyClient, translate
 from ...errors import (
     BadGateway,
@@ -702,7 +703,7 @@ class OIDCLogin:
         return f"OIDCLogin(issuer={self.issuer!r}, client_id={self.client_id!r}, prefix={self.prefix!r})"
 
 
-class SessionAuth(Authenticator):
+class SessionAuth(Frozen, Authenticator):
     """Requires a logged-in `OIDCLogin` session: ``SessionAuth(login)``; sets `exchange.identity`.
 
     Without a session, page navigations are redirected to the login (and come back afterwards); other requests
@@ -777,7 +778,7 @@ class SessionAuth(Authenticator):
         return f"SessionAuth({self.login!r}{extra})"
 
 
-class TokenRelay(Policy):
+class TokenRelay(Frozen, Policy):
     """Sends the session's access token upstream as ``Authorization: Bearer ...``: ``TokenRelay(login)``.
 
     Put it after `SessionAuth`. The token is refreshed when near expiry (`OIDCLogin.refresh_before`), once per

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..._frozen import Frozen
 from ...errors import ConfigurationError, InsufficientScope, Unauthorized
 from ...pipeline import Policy
 from .base import Authenticator, Identity
@@ -32,7 +33,7 @@ def _matches(value: Any, expected: Condition) -> bool:
     return bool(value == expected)
 
 
-class Authorize(Policy):
+class Authorize(Frozen, Policy):
     """``Authorize(scopes=["orders:write"])``, ``Authorize(any_scopes=["admin", "orders:read"])``,
     ``Authorize(roles=["admin"])``, ``Authorize(claims={"tenant": "acme", "email_verified": True})``.
 

@@ -9,6 +9,7 @@ import os
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+from ..._frozen import Frozen
 from ...errors import ConfigurationError, RateLimited, RequestTerminated
 from ...exchange import Exchange
 from ...pipeline import Policy
@@ -62,7 +63,16 @@ def _client(storage: Storage) -> Any:
     return storage.bridge.get_connection()  # type: ignore[attr-defined]
 
 
-class ConcurrencyLimit(Policy):
+class _Renewal:
+    """The lease-renewing task of a ConcurrencyLimit with a shared store (started by the first slot taken)."""
+
+    __slots__ = ("task",)
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+
+
+class ConcurrencyLimit(Frozen, Policy):
     """``ConcurrencyLimit(20)``: at most 20 requests of the routes it is on are served at once (429 beyond).
 
     `key` splits the allowance (``key=by_subject``: 20 per user); `per_route` gives every route its own.
@@ -101,7 +111,11 @@ class ConcurrencyLimit(Policy):
         self.name = name
         self._in_flight: collections.Counter[tuple[str | None, ...]] = collections.Counter()
         self._held: dict[str, set[str]] = {}  # Redis key -> the tokens of this process's requests in flight
-        self._renewer: asyncio.Task[None] | None = None
+        self._renewal = _Renewal()  # the task renewing this process's leases, while requests hold slots
+
+    @property
+    def _renewer(self) -> asyncio.Task[None] | None:
+        return self._renewal.task
 
     def register_metrics(self, metrics: Metrics) -> None:
         p = metrics.prefix + "_" if metrics.prefix else ""
@@ -113,7 +127,7 @@ class ConcurrencyLimit(Policy):
 
     async def aclose(self) -> None:
         """At gateway shutdown: stop renewing leases (ended requests hold none) and close the store."""
-        renewer, self._renewer = self._renewer, None
+        renewer, self._renewal.task = self._renewal.task, None
         if renewer is not None and not renewer.done() and renewer.get_loop() is asyncio.get_running_loop():
             renewer.cancel()
             await asyncio.wait([renewer])
@@ -200,8 +214,8 @@ class ConcurrencyLimit(Policy):
         if not result:
             raise self._refuse()
         self._held.setdefault(key, set()).add(token)
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.get_running_loop().create_task(self._renew())
+        if self._renewal.task is None or self._renewal.task.done():
+            self._renewal.task = asyncio.get_running_loop().create_task(self._renew())
         return key, token
 
     async def _release(self, key: str, token: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias
 
+from ..._frozen import Frozen
 from ...errors import ConfigurationError, Forbidden, GatewayError, QuotaExceeded, RateLimited, RequestTerminated
 from ...pipeline import Policy
 from ._redis_wire import RedisWire
@@ -164,7 +165,16 @@ async def _hit_all(
     return found
 
 
-class RateLimit(Policy):
+class _Decisions:
+    """How many requests a RateLimit admitted and refused (its `counts`)."""
+
+    __slots__ = ("admitted", "dry_run_rejected", "rejected")
+
+    def __init__(self) -> None:
+        self.admitted = self.rejected = self.dry_run_rejected = 0
+
+
+class RateLimit(Frozen, Policy):
     """``RateLimit("10/second; 1000/day", key=by_subject)``: count requests per key, refuse past the limits.
 
     `limits`: a `limits` string (several separated by ``;``), a `Limit`, or a list; all must pass. Or `plans`
@@ -240,7 +250,7 @@ class RateLimit(Policy):
         self.name = name
         self._policy_pairs = {plan_name: (b"ratelimit-policy", _policy_header(lims))
                               for plan_name, lims in self._plans.items()}
-        self._admitted = self._rejected = self._dry_run_rejected = 0
+        self._decisions = _Decisions()  # run-time counts, the policy's one mutable part besides its counters
         self._fixed_only = {plan_name: all(limit.strategy == "fixed-window" and not limit.calendar for limit in lims)
                             for plan_name, lims in self._plans.items()}  # memory: counted without an await
         self._key_function = self.key.function
@@ -292,7 +302,7 @@ class RateLimit(Policy):
             count, reset = counters.hit(head + value + tail, limit.window, self.cost, _time())
             left = limit.amount - count
             if left >= 0:
-                self._admitted += 1
+                self._decisions.admitted += 1
                 if self.headers:
                     seen = exchange._ratelimit
                     if seen is None or left < seen[1]:
@@ -357,12 +367,12 @@ class RateLimit(Policy):
             if outcome.remaining < tightest.remaining:
                 tightest = outcome
         if refused is None:
-            self._admitted += 1
+            self._decisions.admitted += 1
         elif refused.limit.dry_run or self.dry_run:
-            self._dry_run_rejected += 1
+            self._decisions.dry_run_rejected += 1
             exchange.state["ratelimit.dry_run_rejected"] = refused.limit.name
         else:
-            self._rejected += 1
+            self._decisions.rejected += 1
             retry_after = max(1, math.ceil(refused.reset - time.time()))
             headers = None
             if self.headers:
@@ -382,8 +392,9 @@ class RateLimit(Policy):
     @property
     def counts(self) -> collections.Counter[str]:
         """Decisions so far: ``admitted``, ``rejected`` and ``dry_run_rejected`` (a refusal a dry run let pass)."""
-        return collections.Counter({"admitted": self._admitted, "rejected": self._rejected,
-                                    "dry_run_rejected": self._dry_run_rejected})
+        decisions = self._decisions
+        return collections.Counter({"admitted": decisions.admitted, "rejected": decisions.rejected,
+                                    "dry_run_rejected": decisions.dry_run_rejected})
 
     async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
         seen = exchange._ratelimit  # the outermost RateLimit on the chain adds the headers, once
