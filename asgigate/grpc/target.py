@@ -9,7 +9,8 @@ the paths the service owns (`not_found_under`), so that those answer in the serv
 are ordered by specificity (a literal segment beats a variable, which beats `**`; a template with a verb beats
 one without), so declaration order in the .proto does not matter. A Route can only hold a plain path, so each
 route is created with a stand-in path, and `GrpcMethod.bind` puts the real HttpRule template (behind whatever
-prefix the route ended up with) in its place once the gateway has flattened the groups.
+prefix the route ended up with) in its place on the route the gateway made when it flattened the groups: the
+service's own routes keep their stand-ins, so one service can be mounted in several gateways.
 """
 
 from __future__ import annotations
@@ -556,6 +557,11 @@ class GrpcService(Group):
         self._check_duplicates([route for _, route in entries])
         super().__init__(prefix, [route for _, route in entries], host=host, policies=policies, skip=skip,
                          errors=errors, name=name or prefix or "grpc:" + ",".join(chosen))
+
+    @property
+    def bound(self) -> list[tuple[str, GrpcMethod]]:
+        """(full route path, method) of the routes built for this service, in the gateway built last."""
+        return self._bindings.routes()
 
     @staticmethod
     def _check_duplicates(routes: Sequence[Route]) -> None:
