@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import ipaddress
 import logging
@@ -28,6 +27,7 @@ from starlette.responses import Response
 
 from . import _http10
 from ._default_reply import default_reply
+from ._frozen import twin
 from ._http10 import HTTP10
 from ._paths import encode, normalize
 from .accesslog import AccessLog
@@ -244,7 +244,7 @@ class Gateway:
             elif isinstance(item, Route):
                 # the gateway's own copy (as a group's routes are): what the build sets on it (the compiled
                 # chain) must not reach another gateway that was given the same Route
-                routes.append(copy.copy(item))
+                routes.append(twin(item))
             else:
                 raise ConfigurationError(f"routes() returned {item!r}, which is neither a Route nor a Group.")
         names: dict[str, Route] = {}
