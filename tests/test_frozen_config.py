@@ -290,3 +290,32 @@ def test_a_policy_written_from_the_base_class_keeps_its_own_state() -> None:
         httpx.get(server.url + "/", timeout=10)
         httpx.get(server.url + "/", timeout=10)
     assert policy.count == 2
+
+
+def test_every_library_target_and_policy_is_frozen() -> None:
+    """A new target or policy of the library adopts the rule too: only the extension bases are left open."""
+    import importlib
+    import pkgutil
+
+    import asgigate
+    from asgigate._frozen import Frozen
+    from asgigate.policies.auth import Authenticator
+
+    for module in pkgutil.walk_packages(asgigate.__path__, "asgigate."):
+        if module.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(module.name)
+        except ImportError:  # an optional extra that is not installed
+            continue
+
+    def subclasses(cls: type) -> set[type]:
+        found = set(cls.__subclasses__())
+        for sub in list(found):
+            found |= subclasses(sub)
+        return found
+
+    open_bases = {Policy, Target, Authenticator}
+    library = {cls for base in (Policy, Target) for cls in subclasses(base) if cls.__module__.startswith("asgigate.")}
+    assert library - open_bases, "the walk found no library classes"
+    assert sorted(c.__qualname__ for c in library - open_bases if not issubclass(c, Frozen)) == []
