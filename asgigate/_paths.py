@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -51,6 +51,24 @@ def normalize(raw_path: bytes) -> str:
         ):
             return path
     return _normalize_slow(raw_path)
+
+
+def request_path(scope: MutableMapping[str, Any]) -> str:
+    """The matching form of a request's path, below the scope's `root_path` (the gateway may be mounted)."""
+    raw: bytes | None = scope.get("raw_path")
+    root: str = scope.get("root_path", "")
+    if raw is not None and not root:
+        return normalize(raw)  # the common case: served at the root, the server passed the raw target
+    if raw is None:
+        raw = encode(scope["path"]).encode("latin-1")
+    if root:
+        root_bytes = root.encode("latin-1")
+        if raw.startswith(root_bytes):
+            raw = raw[len(root_bytes) :] or b"/"
+        else:
+            path: str = scope["path"]
+            raw = encode(path[len(root) :] if path.startswith(root) else path).encode("latin-1") or b"/"
+    return normalize(raw)
 
 
 def _normalize_slow(raw_path: bytes) -> str:

@@ -9,16 +9,58 @@ after `flush_interval` seconds, like nginx's `access_log ... buffer=64k flush=1s
     Gateway(access_log=AccessLog(sys.stdout))            # containers: JSON lines on stdout
 
 Lines still in the buffer are written at lifespan shutdown (`Gateway.aclose`) and at interpreter exit.
+
+`access_record` is the line itself, one per request, written by the lifecycle (`asgigate.pipeline`) when the
+request is done, through `log_access`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
-from typing import IO, Any
+import time
+from typing import IO, TYPE_CHECKING, Any
 
-__all__ = ["AccessLog"]
+import orjson
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+
+__all__ = ["AccessLog", "access_record", "log_access"]
+
+access_logger = logging.getLogger("asgigate.access")
+
+
+def access_record(exchange: Exchange) -> dict[str, Any]:
+    """The access log line of a finished request, as a dict (see docs/observability.md for the fields)."""
+    scope = exchange.scope
+    record: dict[str, Any] = {
+        "ts": time.time(),
+        "request_id": exchange.request_id,
+        "client": exchange.client_ip,
+        "method": scope.get("method", "WS"),
+        "path": scope.get("path"),
+        "route": exchange.route.name if exchange.route else None,
+        "status": exchange.status,
+        "bytes_in": exchange.bytes_received,
+        "bytes_out": exchange.bytes_sent,
+        "duration_ms": int(exchange.elapsed_ms() * 1000.0) / 1000.0,  # whole µs; cheaper than round(x, 3)
+        "upstream": exchange.upstream,
+        "upstream_ms": int(exchange.upstream_ms * 1000.0) / 1000.0 if exchange.upstream_ms is not None else None,
+    }
+    if exchange.reason:
+        record["reason"] = exchange.reason
+    return record
+
+
+def log_access(exchange: Exchange, sink: AccessLog | None) -> None:
+    """Write a finished request's line into `sink`, or, without one, to the "asgigate.access" logger (if enabled)."""
+    if sink is not None:
+        sink.write(orjson.dumps(access_record(exchange)))
+    elif access_logger.isEnabledFor(logging.INFO):
+        access_logger.info(orjson.dumps(access_record(exchange)).decode())
 
 
 class AccessLog:

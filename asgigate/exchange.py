@@ -1,33 +1,64 @@
-"""Exchange: everything the gateway knows about one request while it is being served."""
+"""Exchange: everything the gateway knows about one request while it is being served.
+
+The exchange knows no gateway and no feature. What it needs of the gateway that serves the request (the trusted
+proxies, the request id header) is a `GatewayContext` of plain values, made once when the gateway is built. A
+feature keeps its per-request data under a key of its own in `state` (``"asgigate.ratelimit"``), or on an object
+it owns, never on a field of the exchange.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 
+from ._forwarding import TrustedProxies
+
 if TYPE_CHECKING:
     from .errors import GatewayError
-    from .gateway import Gateway
-    from .pipeline import ResponseHead
     from .routing import Route
     from .types import Receive
 
-__all__ = ["Exchange"]
+__all__ = ["Exchange", "GatewayContext"]
 
 SCOPE_KEY = "asgigate.exchange"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayContext:
+    """What a request needs to know of the gateway serving it, as plain values bound when the gateway is built.
+
+    - `trusted_proxies`: whose forwarding headers are believed (`Exchange.client_ip`, the proxy's X-Forwarded-*).
+    - `request_id_header`: the header that carries the request id, lower case; empty when the gateway gives none.
+    - `gateway`: the gateway object itself, for the deprecated `Exchange.gateway` only: the core never calls it.
+    """
+
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    request_id_header: bytes = b"x-request-id"
+    gateway: Any = None
+
+
+class _HasContext(Protocol):
+    @property
+    def context(self) -> GatewayContext: ...
+
+
+_CACHED_BY_HEADERS = ("_headers", "_cookies", "_url")  # what a Starlette Request computes once from the headers
+_CACHED_BY_QUERY = ("_query_params", "_url")
 
 
 class Exchange:
     """Per-request context, shared by the route table, every policy and the target.
 
     Found in the ASGI scope under ``scope["asgigate.exchange"]`` (see `Exchange.of`), so plain ASGI middleware
-    and mounted apps can reach it too. Policies keep per-request data here, never on themselves.
+    and mounted apps can reach it too. Policies keep per-request data here (`state`, `identity`), never on
+    themselves. `context` is the gateway's: a `GatewayContext`, or, in tests, a `Gateway` (its context is used).
     """
 
     # Class-level defaults: a request only pays for the attributes that are actually set on it.
@@ -44,10 +75,6 @@ class Exchange:
     upstream_ms: float | None = None
     reason: str | None = None  # machine-readable reason of a reply the gateway made itself
     error: GatewayError | None = None
-    # response hooks of the chain's outermost policies, run by the gateway on the response start (see pipeline)
-    response_hooks: Sequence[Callable[[Exchange, ResponseHead], Awaitable[None]]] = ()
-    # the rate limit headers to send: the tightest limit any RateLimit saw (see asgigate.policies.ratelimit)
-    _ratelimit: tuple[Any, ...] | None = None
     _headers: Headers | None = None
     _query: QueryParams | None = None
     _request: Request | None = None
@@ -55,9 +82,11 @@ class Exchange:
     _state: dict[str, Any] | None = None
     _params: dict[str, Any] | None = None
 
-    def __init__(self, scope: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, scope: dict[str, Any], context: GatewayContext | _HasContext) -> None:
         self.scope = scope
-        self.gateway = gateway
+        if not isinstance(context, GatewayContext):
+            context = context.context  # a Gateway (unit tests build exchanges that way)
+        self.context: GatewayContext = context
         self.started_at = time.perf_counter()
 
     @property
@@ -65,7 +94,7 @@ class Exchange:
         """The client's address: the peer, or with trusted proxies the rightmost untrusted X-Forwarded-For hop."""
         ip = self._client_ip
         if ip is False:
-            ip = self._client_ip = self.gateway.client_address(self.scope)
+            ip = self._client_ip = self.context.trusted_proxies.client_address(self.scope)
         return ip  # type: ignore[return-value]
 
     @client_ip.setter
@@ -106,6 +135,39 @@ class Exchange:
             self._query = QueryParams(self.scope.get("query_string", b""))
         return self._query
 
+    def replace_headers(
+        self, remove: Iterable[str | bytes] = (), add: Iterable[tuple[str | bytes, str | bytes]] = ()
+    ) -> None:
+        """Drop every request header named in `remove`, then append `add`: what the layers after this one and the
+        upstream see. Names are case-insensitive; `headers` and `request` reflect the change."""
+        names = {_latin1(name).lower() for name in remove}
+        scope = self.scope
+        headers = scope.get("headers", [])
+        if names:
+            headers = [item for item in headers if item[0].lower() not in names]
+        else:
+            headers = list(headers)
+        headers.extend((_latin1(name).lower(), _latin1(value)) for name, value in add)
+        scope["headers"] = headers
+        self._headers = None
+        self._forget(_CACHED_BY_HEADERS)
+
+    def replace_query(self, query_string: str | bytes) -> None:
+        """Replace the raw query string (without the ``?``): what the layers after this one and the upstream see;
+        `query_params` and `request` reflect the change."""
+        self.scope["query_string"] = _latin1(query_string)
+        self._query = None
+        self._forget(_CACHED_BY_QUERY)
+
+    def _forget(self, names: tuple[str, ...]) -> None:
+        # The Request made before (its body possibly given, or read) is kept: only what it derived from the
+        # request head is dropped, to be derived again from the scope on next use.
+        request = self._request
+        if request is not None:
+            cached = vars(request)
+            for name in names:
+                cached.pop(name, None)
+
     @property
     def request(self) -> Request:
         """A Starlette Request over the same scope. In a handler (`handler(exchange) -> Response`) its body can be
@@ -130,6 +192,16 @@ class Exchange:
     def response_started(self) -> bool:
         return self.status != 0
 
+    @property
+    def gateway(self) -> Any:
+        """Deprecated: the gateway serving the request. Its settings a request needs are on `context`."""
+        warnings.warn(
+            "Exchange.gateway is deprecated: the settings a request needs are on exchange.context",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.context.gateway
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started_at) * 1000.0
 
@@ -138,11 +210,5 @@ class Exchange:
         return f"<Exchange {self.method} {self.path or self.scope.get('path')} route={route} id={self.request_id}>"
 
 
-def is_trusted(address: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    if not address or not networks:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+def _latin1(value: str | bytes) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else value

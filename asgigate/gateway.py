@@ -7,99 +7,42 @@
             └ policy chain     `policies()` + group policies + route policies, request hooks in order
               └ target         Proxy | Direct | Redirect | Mount | an ASGI app | an async handler
       response hooks run in reverse order, for local and error replies too
+
+The gateway is the declaration (the hooks below), the build (`build()` compiles every route's chain and binds
+the settings a request needs into a `Lifecycle`), `describe()` and the lifespan. Each request is handed to the
+lifecycle (`asgigate.pipeline`), which serves it top to bottom.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import ipaddress
 import logging
-import os
-import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-import orjson
 from starlette.middleware import Middleware
 from starlette.responses import Response
 
 from . import _http10
+from ._boundary import ErrorBoundary
 from ._default_reply import default_reply
+from ._forwarding import TrustedProxies
 from ._frozen import twin
-from ._http10 import HTTP10
-from ._paths import encode, normalize
+from ._request_id import RequestIds
 from .accesslog import AccessLog
-from .errors import (
-    ClientDisconnected,
-    ClientError,
-    ConfigurationError,
-    GatewayError,
-    MethodNotAllowed,
-    NotFound,
-    UpstreamError,
-)
-from .exchange import SCOPE_KEY, Exchange, is_trusted
+from .errors import ConfigurationError, GatewayError
+from .exchange import Exchange, GatewayContext
 from .metrics import Metrics
-from .pipeline import HookStage, Policy, PolicyLike, ResponseHead, chain_for, check_order, compile_chain, format_chain
+from .pipeline import Lifecycle, Policy, PolicyLike, chain_for, check_order, compile_chain, format_chain
 from .replies import ErrorRendering, ErrorReplies, ErrorsLike, as_replies
 from .routing import Group, Route, RouteTable
-from .types import ASGIApp, Message, Receive, Scope, Send
+from .types import ASGIApp, Receive, Scope, Send
 from .upstreams import BaseUpstream
 
 __all__ = ["Gateway"]
 
 logger = logging.getLogger("asgigate")
-access_logger = logging.getLogger("asgigate.access")
-
-_ID_BATCH = 256
-_fresh_ids: list[bytes] = []  # request ids made ahead: one getrandom() call per 256 requests, not one each
-os.register_at_fork(after_in_child=_fresh_ids.clear)  # a forked worker must not hand out its parent's ids
-
-
-def new_request_id() -> bytes:
-    """24 hex digits (96 bits) from the operating system's CSPRNG."""
-    if not _fresh_ids:
-        block = os.urandom(12 * _ID_BATCH).hex().encode()
-        _fresh_ids.extend([block[i : i + 24] for i in range(0, len(block), 24)])
-    return _fresh_ids.pop()
-
-
-def client_gone(exc: BaseException) -> bool:
-    """Whether an exception raised by the server's `send` means the connection is over, not a misused send.
-
-    The ASGI specification asks servers for an `OSError`. uvicorn raises what its transport or parser does when
-    it has ended the connection itself, for instance by answering a malformed request pipelined behind this one
-    with a 400 while this response was still being produced: under uvloop a RuntimeError for the closed
-    transport, with h11 h11's LocalProtocolError for a connection past its last response.
-    """
-    if isinstance(exc, OSError):
-        return True
-    text = str(exc)
-    if isinstance(exc, RuntimeError):
-        return "handler is closed" in text  # uvloop
-    return type(exc).__name__ == "LocalProtocolError" and (  # h11
-        "state=MUST_CLOSE" in text or "state=CLOSED" in text or "state=ERROR" in text
-    )
-
-
-def forget_frames(error: BaseException) -> None:
-    """Drop the tracebacks of a finished request's error and of the exceptions chained to it.
-
-    A traceback holds the frames it passed through, and they hold the exchange that holds the error: a
-    reference cycle that only a full garbage collection would free, with the request's scope and headers.
-    The traceback was logged already, if it was worth logging.
-    """
-    seen = 0
-    current: BaseException | None = error
-    while current is not None and seen < 32:
-        current.__traceback__ = None
-        current = current.__cause__ or current.__context__
-        seen += 1
-
-
-_VALID_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/+=@")
 
 
 class _RoutesHook:
@@ -174,13 +117,12 @@ class Gateway:
     ) -> None:
         self.request_id = request_id
         self.request_id_header = request_id_header.lower()
-        self.request_id_header_bytes = self.request_id_header.encode("latin-1") if request_id else b""
         self.trust_request_id = trust_request_id
         self.access_log = bool(access_log)
         # None: lines go through `logging` ("asgigate.access"); an AccessLog: buffered, far cheaper per line.
         self.access_log_sink = access_log if isinstance(access_log, AccessLog) else None
         try:
-            self.trusted_networks = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+            self.trusted_proxies = TrustedProxies(trusted_proxies)
         except ValueError as exc:
             raise ConfigurationError(f"trusted_proxies: {exc}") from None
         self.max_body_size = max_body_size
@@ -190,8 +132,8 @@ class Gateway:
         self.debug = debug
         self.errors = errors
         self.metrics = metrics
-        self._error_rendering: ErrorRendering | None = None  # before a route matched
-        self._route_errors: dict[Route, ErrorRendering] = {}  # per route, resolved at build
+        self._context: GatewayContext | None = None
+        self._lifecycle: Lifecycle | None = None
         self._entry: ASGIApp | None = None
         self._table: RouteTable | None = None
         self._chains: list[str] = []
@@ -253,7 +195,7 @@ class Gateway:
         gateway_errors = self._error_levels([("the gateway", self.errors)])
         # An overridden render_error has the last word; otherwise the built-in reply has it.
         fallback = self.render_error if type(self).render_error is not Gateway.render_error else None
-        route_errors: dict[Route, ErrorRendering] = {}
+        boundary = ErrorBoundary(ErrorRendering(gateway_errors, fallback), debug=self.debug)
         registered: set[int] = set()  # components whose metrics are registered (a policy may serve many routes)
         policies: dict[int, Policy] = {}  # by identity: equal policies are still separate objects to close
         for route in routes:
@@ -264,12 +206,12 @@ class Gateway:
             check_order(route, entries)
             # the target as bound to this route (the route's own copy when it resolved something for it)
             served = route.target.bind(route, self)
-            route.app = compile_chain(entries, route.target if served is None else served)
+            route.app = compile_chain(entries, route.target if served is None else served, boundary.send_error)
             levels = self._error_levels(
                 [(f"route {route.name!r}", route.errors)]
                 + [(f"group {group!r} (route {route.name!r})", errors) for group, errors in route.group_errors]
             )
-            route_errors[route] = ErrorRendering(levels + gateway_errors, fallback)
+            boundary.routes[route] = ErrorRendering(levels + gateway_errors, fallback)
             chains.append(format_chain(route, entries))
             for chained in entries:
                 if isinstance(chained.policy, Policy):
@@ -285,12 +227,23 @@ class Gateway:
             if isinstance(value, BaseUpstream):
                 upstreams[id(value)] = value
         self._table = RouteTable(routes)
-        self._error_rendering = ErrorRendering(gateway_errors, fallback)
-        self._route_errors = route_errors
         self._chains = chains
         self._upstreams = list(upstreams.values())
         self._policies = list(policies.values())
-        entry: ASGIApp = self._handle
+        context = self.context
+        self._lifecycle = Lifecycle(
+            self._table,
+            context,
+            boundary,
+            request_ids=RequestIds(context.request_id_header, self.trust_request_id, self.trusted_proxies)
+            if self.request_id
+            else None,
+            access_log=self.access_log,
+            log_sink=self.access_log_sink,
+            metrics=self.metrics,
+            http10_limit=self.http10_buffer_limit,
+        )
+        entry: ASGIApp = self._lifecycle.handle
         for mw in reversed(list(self.middleware())):
             if not isinstance(mw, Middleware):
                 raise ConfigurationError(f"middleware() must return starlette Middleware objects, got {mw!r}.")
@@ -306,6 +259,14 @@ class Gateway:
             if replies is not None:
                 levels.append(replies)
         return levels
+
+    @property
+    def context(self) -> GatewayContext:
+        """What a request needs to know of this gateway, as plain values (see `Exchange.context`)."""
+        if self._context is None:
+            header = self.request_id_header.encode("latin-1") if self.request_id else b""
+            self._context = GatewayContext(self.trusted_proxies, header, self)
+        return self._context
 
     def describe(self) -> str:
         """Every route with its policy chain in run order and its target: what runs, in which order."""
@@ -390,224 +351,6 @@ class Gateway:
         if self._entry is None:
             self.build()
         await self._entry(scope, receive, send)  # type: ignore[misc]
-
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = Exchange(scope, self)  # type: ignore[arg-type]
-        scope[SCOPE_KEY] = exchange
-        request_id = b""
-        if self.request_id:
-            request_id = self._request_id(scope)
-            exchange.request_id = request_id.decode("latin-1")
-        header = self.request_id_header_bytes
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.in_flight.inc()
-
-        async def edge_send(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                hooks = exchange.response_hooks
-                if hooks:
-                    head = ResponseHead(message)
-                    for hook in hooks:
-                        await hook(exchange, head)
-                if request_id:
-                    headers = list(message.get("headers", ()))
-                    for name, _ in headers:
-                        if name == header:
-                            # Exactly one id goes back: the gateway's (an upstream may echo the one it was sent).
-                            headers = [item for item in headers if item[0] != header]
-                            break
-                    headers.append((header, request_id))
-                    message["headers"] = headers
-            try:
-                await send(message)
-            except Exception as exc:
-                if not client_gone(exc):
-                    raise
-                raise ClientDisconnected(f"sending to the client failed: {exc}") from None
-            # Counted only once the server took the message: a response whose start could not be sent has not
-            # started, and a send that failed sent nothing.
-            if kind == "http.response.body":
-                exchange.bytes_sent += len(message.get("body", b""))
-            elif kind == "http.response.start":
-                exchange.status = message["status"]
-            elif kind == "websocket.close" and not exchange.status:
-                exchange.status = 403
-
-        reply_send: Send = edge_send
-        if scope.get("http_version") in HTTP10:
-            # no chunked framing for this client: every reply with a body needs a Content-Length (see _http10)
-            reply_send = _http10.length_framed(edge_send, scope, self.http10_buffer_limit)
-        try:
-            raw_path = scope.get("raw_path")
-            if raw_path is not None and not scope.get("root_path"):
-                exchange.path = normalize(raw_path)
-            else:
-                exchange.path = self._route_path(scope)
-            route = self._table.match(exchange)  # type: ignore[union-attr]
-            stage = route.app
-            if stage.__class__ is HookStage:
-                # the chain's outermost hook policies, run here rather than in a coroutine of their own; an error
-                # raised by a hook is rendered below, through the response hooks of the policies before it
-                for i, hook in stage.request_hooks:
-                    exchange.response_hooks = stage.response_hooks[i]
-                    reply = await hook(exchange)
-                    if reply is not None:
-                        if exchange.reason is None:
-                            exchange.reason = "local_reply"
-                        await reply(scope, receive, reply_send)
-                        return
-                exchange.response_hooks = stage.response_hooks[-1]
-                await stage.inner(exchange, receive, reply_send)
-            else:
-                await stage(exchange, receive, reply_send)
-        except ClientDisconnected as exc:
-            self._disconnected(exchange, exc)
-        except Exception as exc:
-            if exchange.response_started:
-                self._log_error(exchange, exc)
-                raise  # the response is under way: abort the connection rather than truncate silently
-            try:
-                await self.send_error(exchange, exc, receive, reply_send)
-            except ClientDisconnected as gone:  # the error reply found the client gone
-                self._disconnected(exchange, gone)
-        finally:
-            if self.access_log:
-                self._log_access(exchange)
-            if metrics is not None:
-                metrics.finished(exchange)
-            # The scope and the exchange refer to each other: part them, so that a finished request is freed by
-            # reference counting alone, not left (with its headers and body parts) for a full garbage collection.
-            del scope[SCOPE_KEY]
-            if exchange.error is not None:
-                forget_frames(exchange.error)
-
-    def _route_path(self, scope: Scope) -> str:
-        raw = scope.get("raw_path")
-        root = scope.get("root_path", "")
-        if raw is None:
-            raw = encode(scope["path"]).encode("latin-1")
-        if root:
-            root_bytes = root.encode("latin-1")
-            if raw.startswith(root_bytes):
-                raw = raw[len(root_bytes) :] or b"/"
-            else:
-                path = scope["path"]
-                raw = encode(path[len(root) :] if path.startswith(root) else path).encode("latin-1") or b"/"
-        return normalize(raw)
-
-    def _request_id(self, scope: Scope) -> bytes:
-        trust = self.trust_request_id
-        if trust is None:
-            client = scope.get("client")
-            trust = bool(self.trusted_networks) and is_trusted(client[0] if client else None, self.trusted_networks)
-        if trust:
-            header = self.request_id_header_bytes
-            for name, value in scope["headers"]:
-                if name == header:
-                    if 0 < len(value) <= 128 and _VALID_ID.issuperset(value):
-                        return bytes(value)
-                    break
-        return new_request_id()
-
-    def client_address(self, scope: Scope) -> str | None:
-        """The client's address for a request: see `Exchange.client_ip`."""
-        client = scope.get("client")
-        peer: str | None = client[0] if client else None
-        if not self.trusted_networks or not is_trusted(peer, self.trusted_networks):
-            return peer
-        hops: list[str] = []
-        for name, value in scope["headers"]:
-            if name == b"x-forwarded-for":
-                hops.extend(h.strip() for h in value.decode("latin-1").split(","))
-        for hop in reversed(hops):
-            if not is_trusted(hop, self.trusted_networks):
-                return hop
-        return hops[0] if hops else peer
-
-    async def send_error(self, exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
-        """Turn any exception into the gateway's error reply, rendered by the route's resolved `errors=` settings
-        (route, groups, gateway) and finally `render_error` (see asgigate.replies).
-
-        A `ClientDisconnected` gets no reply: it is raised again, for the gateway to record."""
-        if isinstance(exc, ClientDisconnected):
-            raise exc
-        if isinstance(exc, GatewayError):
-            error = exc
-            if isinstance(exc, UpstreamError) or exc.internal:
-                self._log_error(exchange, exc)
-        else:
-            logger.error(
-                "unhandled exception [request_id=%s route=%s]",
-                exchange.request_id,
-                exchange.route.name if exchange.route else None,
-                exc_info=exc,
-            )
-            detail = "".join(traceback.format_exception(exc)) if self.debug else None
-            error = GatewayError(detail)
-        exchange.error = error
-        exchange.reason = getattr(error, "reason", None) or error.code
-        if exchange.scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008 if error.status_code < 500 else 1011})
-            return
-        # a route table miss that a route claims (see Route.claims_404) is rendered as that route renders errors
-        route = exchange.route
-        if route is None and isinstance(error, (NotFound, MethodNotAllowed)):
-            route = error.route
-        rendering = self._route_errors.get(route) if route is not None else None
-        if rendering is None:
-            rendering = self._error_rendering or ErrorRendering([], self.render_error)  # not built (yet)
-        response = await rendering.render(exchange, error)
-        await response(exchange.scope, receive, send)
-
-    @staticmethod
-    def _disconnected(exchange: Exchange, exc: ClientDisconnected) -> None:
-        # Nothing is left to answer: no error reply, and no traceback (a client hanging up is routine).
-        exchange.reason = "client_disconnected"
-        logger.debug("client disconnected [request_id=%s]: %s", exchange.request_id, exc)
-
-    def _log_error(self, exchange: Exchange, exc: Exception) -> None:
-        if isinstance(exc, GatewayError):
-            # What a client got wrong is routine, and any client could fill the log with it: INFO at most.
-            logger.log(
-                logging.INFO if isinstance(exc, ClientError) else logging.WARNING,
-                "%s [request_id=%s route=%s upstream=%s stage=%s] %s",
-                exc.code,
-                exchange.request_id,
-                exchange.route.name if exchange.route else None,
-                getattr(exc, "upstream", None),
-                getattr(exc, "stage", None),
-                exc.internal or exc.detail or "",
-            )
-        else:
-            logger.error("error after the response started [request_id=%s]", exchange.request_id, exc_info=exc)
-
-    def _log_access(self, exchange: Exchange) -> None:
-        sink = self.access_log_sink
-        if sink is None and not access_logger.isEnabledFor(logging.INFO):
-            return
-        scope = exchange.scope
-        record: dict[str, Any] = {
-            "ts": time.time(),
-            "request_id": exchange.request_id,
-            "client": exchange.client_ip,
-            "method": scope.get("method", "WS"),
-            "path": scope.get("path"),
-            "route": exchange.route.name if exchange.route else None,
-            "status": exchange.status,
-            "bytes_in": exchange.bytes_received,
-            "bytes_out": exchange.bytes_sent,
-            "duration_ms": int(exchange.elapsed_ms() * 1000.0) / 1000.0,  # whole µs; cheaper than round(x, 3)
-            "upstream": exchange.upstream,
-            "upstream_ms": int(exchange.upstream_ms * 1000.0) / 1000.0 if exchange.upstream_ms is not None else None,
-        }
-        if exchange.reason:
-            record["reason"] = exchange.reason
-        if sink is not None:
-            sink.write(orjson.dumps(record))
-        else:
-            access_logger.info(orjson.dumps(record).decode())
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} gateway>"

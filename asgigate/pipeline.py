@@ -1,4 +1,18 @@
-"""Policies and the policy chain of one route, compiled once at build time.
+"""The request lifecycle, top to bottom, and the one hook runner.
+
+    Gateway.__call__ → edge middleware → Lifecycle.handle         one request, from the ASGI call to the log line
+      exchange = Exchange(scope, context)                         the per-request context (asgigate.exchange)
+      reply = ReplySend(send, ...)                                request id (asgigate._request_id) on the reply;
+                                                                  status, bytes; HTTP/1.0 framing (asgigate._http10)
+      try:
+        exchange.path = request_path(scope)                       normalized (asgigate._paths), or 400
+        route = table.match(exchange)                             first match wins, or 404 / 405 (asgigate.routing)
+        await route.app(exchange, receive, reply)                 the route's chain, compiled at build:
+          HookStage: the hook runner                                request hooks in order, then the inner stage
+            └ ASGI layer (Middleware, Policy.wrap)                  with the response hooks carried by its send
+              └ HookStage → ... → target                            (reversed, run on the response start)
+      except → ErrorBoundary.send_error                           exception → error reply (asgigate._boundary)
+      finally: access log line, metrics, exchange parted from the scope   (asgigate.accesslog, asgigate.metrics)
 
 A `Policy` is one concern at the edge, with a request hook and a response hook. It stops the chain explicitly:
 `on_request` returns a Response to answer locally, or raises a GatewayError to refuse. `on_response` sees the
@@ -11,11 +25,17 @@ A route's chain:
 
     gateway-wide policies (minus the route's `skip`) → group policies → route policies → target
 
-Request hooks run in that order; response hooks run in reverse, for upstream, local and error replies alike.
-Consecutive hook policies share one stage (one send wrapper, no extra ASGI layer); a policy that overrides
-`wrap` or a Starlette `Middleware` becomes an ASGI layer of its own at its place in the list. A hook that
-raises or returns a reply stops the chain there: only the response hooks of the policies before it run. An error
-raised inside an ASGI layer is rendered inside it, so that layer sees the error reply like any other reply.
+Consecutive hook policies share one `HookStage`, the one hook runner: the chain's outermost policies and those
+between ASGI layers alike. Its response hooks travel with the reply, in the `send` it hands on, never on the
+exchange: the outermost stage hands them to the lifecycle's `ReplySend` (so they run after an HTTP/1.0 reply's
+framing, on the reply the client gets, with no send wrapper of their own), an inner one wraps its `send` in a
+`HookedSend`. A hook that raises or returns a reply stops the chain there: only the response hooks of the
+policies before it run. A policy that overrides `wrap` or a Starlette `Middleware` becomes an ASGI layer of its own
+at its place in the list; an error raised inside one is rendered inside it, so that layer sees the error reply like
+any other reply.
+
+Nothing here knows a feature: request ids, forwarding, the access log, metrics and error replies are values the
+gateway binds at build (`Lifecycle(...)`), and policies and targets plug in through the chain.
 """
 
 from __future__ import annotations
@@ -23,22 +43,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.responses import Response
 
-from .errors import ConfigurationError, GatewayError
-from .exchange import SCOPE_KEY, Exchange
+from ._boundary import forget_frames
+from ._http10 import HTTP10, length_framed
+from ._paths import request_path
+from .accesslog import log_access
+from .errors import ClientDisconnected, ConfigurationError, GatewayError
+from .exchange import SCOPE_KEY, Exchange, GatewayContext
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from ._boundary import ErrorBoundary
+    from ._request_id import RequestIds
+    from .accesslog import AccessLog
     from .metrics import Metrics
-    from .routing import Route
+    from .routing import Route, RouteTable
     from .targets.base import Target
 
-__all__ = ["Policy", "ResponseHead"]
+__all__ = ["Lifecycle", "Policy", "ResponseHead"]
+
+logger = logging.getLogger("asgigate")
 
 
 class ResponseHead:
@@ -114,8 +143,244 @@ PolicyLike = Policy | Middleware
 ErrorRenderer = Callable[[Exchange, GatewayError], Awaitable[Response] | Response]
 Stage = Callable[[Exchange, Receive, Send], Awaitable[None]]
 ResponseHook = Callable[[Exchange, ResponseHead], Awaitable[None]]
+SendError = Callable[[Exchange, Exception, Receive, Send], Awaitable[None]]
 
-logger = logging.getLogger("asgigate")
+
+# --- the lifecycle ------------------------------------------------------------------------------------------------
+
+
+class Lifecycle:
+    """How a built gateway serves one request, from the ASGI call to the access log line.
+
+    Made by `Gateway.build` from plain values: the route table, the `GatewayContext` every exchange gets, the
+    request id settings (None: no ids), the error boundary, the access log (None: off; a sink or the logger),
+    the metrics registry and the HTTP/1.0 buffer limit.
+    """
+
+    __slots__ = ("access_log", "context", "errors", "http10_limit", "log_sink", "metrics", "request_ids", "table")
+
+    def __init__(
+        self,
+        table: RouteTable,
+        context: GatewayContext,
+        errors: ErrorBoundary,
+        *,
+        request_ids: RequestIds | None,
+        access_log: bool,
+        log_sink: AccessLog | None,
+        metrics: Metrics | None,
+        http10_limit: int,
+    ) -> None:
+        self.table = table
+        self.context = context
+        self.errors = errors
+        self.request_ids = request_ids
+        self.access_log = access_log
+        self.log_sink = log_sink
+        self.metrics = metrics
+        self.http10_limit = http10_limit
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, self.context)  # type: ignore[arg-type]  # an ASGI scope is a dict
+        scope[SCOPE_KEY] = exchange
+        if scope.get("http_version") in HTTP10:
+            # no chunked framing for this client: every reply with a body needs a Content-Length (see _http10)
+            reply: ReplySend = LengthFramedReply(send, exchange, self.request_ids, self.http10_limit)
+        else:
+            reply = ReplySend(send, exchange, self.request_ids)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            exchange.path = request_path(scope)
+            route = self.table.match(exchange)
+            await route.app(exchange, receive, reply)
+        except ClientDisconnected as exc:
+            self.errors.disconnected(exchange, exc)
+        except Exception as exc:
+            if exchange.response_started:
+                self.errors.log_error(exchange, exc)
+                raise  # the response is under way: abort the connection rather than truncate silently
+            try:
+                await self.errors.send_error(exchange, exc, receive, reply)
+            except ClientDisconnected as gone:  # the error reply found the client gone
+                self.errors.disconnected(exchange, gone)
+        finally:
+            if self.access_log:
+                log_access(exchange, self.log_sink)
+            if metrics is not None:
+                metrics.finished(exchange)
+            # The scope and the exchange refer to each other: part them, so that a finished request is freed by
+            # reference counting alone, not left (with its headers and body parts) for a full garbage collection.
+            del scope[SCOPE_KEY]
+            if exchange.error is not None:
+                forget_frames(exchange.error)
+
+
+class ReplySend:
+    """The `send` a request's chain is handed, around the server's.
+
+    On the response start it runs the response hooks it carries (those of the chain's outermost hook policies,
+    handed to it by their `HookStage`) and puts the request id on it; it counts the status and the bytes once the
+    server took them, and turns a server's failure to send into `ClientDisconnected`. It also gives the exchange
+    its request id.
+    """
+
+    __slots__ = ("exchange", "hooks", "request_id", "request_ids", "send")
+
+    def __init__(self, send: Send, exchange: Exchange, request_ids: RequestIds | None) -> None:
+        self.send = send
+        self.exchange = exchange
+        self.hooks: Sequence[ResponseHook] = ()
+        self.request_ids = request_ids
+        self.request_id = b""
+        if request_ids is not None:
+            self.request_id = request_id = request_ids.for_request(exchange.scope)
+            exchange.request_id = request_id.decode("latin-1")
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.hooks:
+                await run_response_hooks(self.exchange, self.hooks, message)
+            if self.request_id:
+                self.request_ids.stamp(message, self.request_id)  # type: ignore[union-attr]
+        try:
+            await self.send(message)
+        except Exception as exc:
+            if not client_gone(exc):
+                raise
+            raise ClientDisconnected(f"sending to the client failed: {exc}") from None
+        # Counted only once the server took the message: a response whose start could not be sent has not
+        # started, and a send that failed sent nothing.
+        exchange = self.exchange
+        if kind == "http.response.body":
+            exchange.bytes_sent += len(message.get("body", b""))
+        elif kind == "http.response.start":
+            exchange.status = message["status"]
+        elif kind == "websocket.close" and not exchange.status:
+            exchange.status = 403
+
+
+class LengthFramedReply(ReplySend):
+    """The `ReplySend` of an HTTP/1.0 request: the reply is length-framed (see asgigate._http10) before the hooks
+    and the server see it, so a reply held back and then given up on never reaches them."""
+
+    __slots__ = ("framed",)
+
+    def __init__(self, send: Send, exchange: Exchange, request_ids: RequestIds | None, limit: int) -> None:
+        super().__init__(send, exchange, request_ids)
+        self.framed = length_framed(super().__call__, exchange.scope, limit)
+
+    async def __call__(self, message: Message) -> None:
+        await self.framed(message)
+
+
+def client_gone(exc: BaseException) -> bool:
+    """Whether an exception raised by the server's `send` means the connection is over, not a misused send.
+
+    The ASGI specification asks servers for an `OSError`. uvicorn raises what its transport or parser does when
+    it has ended the connection itself, for instance by answering a malformed request pipelined behind this one
+    with a 400 while this response was still being produced: under uvloop a RuntimeError for the closed
+    transport, with h11 h11's LocalProtocolError for a connection past its last response.
+    """
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc)
+    if isinstance(exc, RuntimeError):
+        return "handler is closed" in text  # uvloop
+    return type(exc).__name__ == "LocalProtocolError" and (  # h11
+        "state=MUST_CLOSE" in text or "state=CLOSED" in text or "state=ERROR" in text
+    )
+
+
+# --- the hook runner ----------------------------------------------------------------------------------------------
+
+
+class HookStage:
+    """The one hook runner: a run of consecutive hook policies, around the inner stage.
+
+    Called, it runs the request hooks in order, then the inner stage with a `send` carrying the response hooks of
+    the policies whose request phase ran, in reverse (`_send`): they see the response start, and an ASGI layer
+    around this stage sees the response as the hooks leave it. A hook that returns a reply, or raises, stops the
+    chain there; the reply or the error reply goes out through the response hooks of the policies before it. An
+    error from the inner stage is rendered here too, through every response hook, unless the response has started
+    (then it is raised on, to abort the connection).
+    """
+
+    __slots__ = ("inner", "policies", "request_hooks", "response_hooks", "send_error")
+
+    def __init__(self, policies: list[Policy], inner: Stage, send_error: SendError) -> None:
+        self.policies = policies
+        self.inner = inner
+        self.send_error = send_error
+        self.request_hooks = [(i, p.on_request) for i, p in enumerate(policies) if p.uses_on_request()]
+        # response_hooks[i]: the response hooks of policies[:i], in reverse (the ones whose request phase ran)
+        self.response_hooks: list[tuple[ResponseHook, ...]] = [
+            tuple(p.on_response for p in reversed(policies[:i]) if p.uses_on_response())
+            for i in range(len(policies) + 1)
+        ]
+
+    async def __call__(self, exchange: Exchange, receive: Receive, send: Send) -> None:
+        for i, hook in self.request_hooks:
+            try:
+                reply = await hook(exchange)
+            except Exception as exc:
+                await self.send_error(exchange, exc, receive, self._send(exchange, send, i))
+                return
+            if reply is not None:
+                if exchange.reason is None:
+                    exchange.reason = "local_reply"
+                await reply(exchange.scope, receive, self._send(exchange, send, i))
+                return
+        hooked = self._send(exchange, send, len(self.policies))
+        try:
+            await self.inner(exchange, receive, hooked)
+        except Exception as exc:
+            if exchange.response_started:
+                raise
+            await self.send_error(exchange, exc, receive, hooked)
+
+    def _send(self, exchange: Exchange, send: Send, i: int) -> Send:
+        """`send` carrying the response hooks of the policies before the i-th."""
+        hooks = self.response_hooks[i]
+        if not hooks:
+            return send
+        if isinstance(send, ReplySend):
+            # The chain's outermost stage: the lifecycle's reply carries the hooks (no wrapper of our own), and
+            # runs them after an HTTP/1.0 reply's framing, so they see the reply the client gets.
+            send.hooks = hooks
+            return send
+        return HookedSend(send, exchange, hooks)
+
+    def __repr__(self) -> str:
+        return f"HookStage({self.policies!r})"
+
+
+class HookedSend:
+    """A `send` that carries response hooks: they run, in the order given, on the response start it passes on."""
+
+    __slots__ = ("exchange", "hooks", "send")
+
+    def __init__(self, send: Send, exchange: Exchange, hooks: Sequence[ResponseHook]) -> None:
+        self.send = send
+        self.exchange = exchange
+        self.hooks = hooks
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await run_response_hooks(self.exchange, self.hooks, message)
+        await self.send(message)
+
+
+async def run_response_hooks(exchange: Exchange, hooks: Sequence[ResponseHook], start: Message) -> None:
+    """Run response hooks on a response start, in the order given (the reverse of the policies')."""
+    head = ResponseHead(start)
+    for hook in hooks:
+        await hook(exchange, head)
+
+
+# --- compiling a chain (build time) -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -177,7 +442,8 @@ def check_order(route: Route, entries: Sequence[ChainEntry]) -> None:
                 )
 
 
-def compile_chain(entries: Sequence[ChainEntry], target: Target) -> Stage:
+def compile_chain(entries: Sequence[ChainEntry], target: Target, send_error: SendError) -> Stage:
+    """A route's chain as one stage, called by the lifecycle: hook runs as `HookStage`, the rest as ASGI layers."""
     stage: Stage = target.handle
     run: list[Policy] = []
     for entry in reversed(entries):
@@ -186,9 +452,9 @@ def compile_chain(entries: Sequence[ChainEntry], target: Target) -> Stage:
             run.append(policy)
             continue
         if run:
-            stage = HookStage(list(reversed(run)), stage)
+            stage = HookStage(list(reversed(run)), stage, send_error)
             run = []
-        inner = _to_asgi(_guarded(stage))
+        inner = _to_asgi(_guarded(stage, send_error))
         if isinstance(policy, Middleware):
             stage = _from_asgi(policy.cls(inner, *policy.args, **policy.kwargs))
         else:
@@ -196,12 +462,11 @@ def compile_chain(entries: Sequence[ChainEntry], target: Target) -> Stage:
             if policy.uses_on_request() or policy.uses_on_response():
                 run.append(policy)  # its hooks run around its own wrapper
     if run:
-        # The outermost stage: the gateway runs it itself (see HookStage).
-        stage = HookStage(list(reversed(run)), stage)
+        stage = HookStage(list(reversed(run)), stage, send_error)
     return stage
 
 
-def _guarded(stage: Stage) -> Stage:
+def _guarded(stage: Stage, send_error: SendError) -> Stage:
     """Render errors raised inside an ASGI layer right there, so the layer sees the error reply like any other."""
 
     async def guarded(exchange: Exchange, receive: Receive, send: Send) -> None:
@@ -218,7 +483,7 @@ def _guarded(stage: Stage) -> Stage:
         except Exception as exc:
             if started or exchange.response_started:
                 raise
-            await exchange.gateway.send_error(exchange, exc, receive, send)
+            await send_error(exchange, exc, receive, send)
 
     return guarded
 
@@ -235,72 +500,3 @@ def _from_asgi(app: ASGIApp) -> Stage:
         await app(exchange.scope, receive, send)
 
     return stage
-
-
-def _hooked(exchange: Exchange, send: Send, hooks: Sequence[ResponseHook]) -> Send:
-    async def hooked_send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            head = ResponseHead(message)
-            for hook in hooks:
-                await hook(exchange, head)
-        await send(message)
-
-    return hooked_send
-
-
-class HookStage:
-    """A run of consecutive hook policies.
-
-    Called, it runs the request hooks, then the inner stage with `send` wrapped, so that the response hooks of
-    the policies whose request phase ran see the response start (and an ASGI layer around it sees the response
-    as the hooks leave it). The outermost stage of a chain (nothing but the gateway around it) is not called:
-    `Gateway._handle` runs its request hooks in its own coroutine and hands the response hooks to its own send
-    wrapper on `exchange.response_hooks`, with the same order and error handling: no coroutine layer and no
-    send wrapper of the stage's own on any request.
-    """
-
-    __slots__ = ("inner", "policies", "request_hooks", "response_hooks")
-
-    def __init__(self, policies: list[Policy], inner: Stage) -> None:
-        self.policies = policies
-        self.inner = inner
-        self.request_hooks = [(i, p.on_request) for i, p in enumerate(policies) if p.uses_on_request()]
-        # response_hooks[i]: the response hooks of policies[:i], in reverse (the ones whose request phase ran)
-        self.response_hooks: list[list[ResponseHook]] = [
-            [p.on_response for p in reversed(policies[:i]) if p.uses_on_response()]
-            for i in range(len(policies) + 1)
-        ]
-
-    async def __call__(self, exchange: Exchange, receive: Receive, send: Send) -> None:
-        for i, hook in self.request_hooks:
-            try:
-                reply = await hook(exchange)
-            except Exception as exc:
-                await self._error(exchange, exc, receive, self._send(exchange, send, i))
-                return
-            if reply is not None:
-                if exchange.reason is None:
-                    exchange.reason = "local_reply"
-                await reply(exchange.scope, receive, self._send(exchange, send, i))
-                return
-        hooked = self._send(exchange, send, len(self.policies))
-        try:
-            await self.inner(exchange, receive, hooked)
-        except Exception as exc:
-            if exchange.response_started:
-                raise
-            await self._error(exchange, exc, receive, hooked)
-
-    def _send(self, exchange: Exchange, send: Send, i: int) -> Send:
-        hooks = self.response_hooks[i]
-        return _hooked(exchange, send, hooks) if hooks else send
-
-    @staticmethod
-    async def _error(exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
-        await exchange.gateway.send_error(exchange, exc, receive, send)
-    def __repr__(self) -> str:
-        return f"HookStage({self.policies!r})"
-
-
-def policy_repr(policy: Any) -> str:
-    return ChainEntry("", policy).label()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 
-from asgigate import gateway as gateway_module
-from asgigate.gateway import new_request_id
+from asgigate import _request_id as request_id_module
+from asgigate._request_id import new_request_id
 
 
 def test_ids_are_unique_hex_across_batches() -> None:
@@ -17,7 +17,7 @@ def test_ids_are_unique_hex_across_batches() -> None:
 
 def test_a_forked_child_does_not_reuse_the_parents_prepared_ids() -> None:
     new_request_id()  # the parent now holds a batch of ids made ahead
-    prepared = set(gateway_module._fresh_ids)
+    prepared = set(request_id_module._fresh_ids)
     assert prepared
     read_end, write_end = os.pipe()
     pid = os.fork()

@@ -82,7 +82,8 @@ class GraphQLContext:
             headers = {name.decode("latin-1"): value.decode("latin-1")
                        for name, value in self.exchange.scope.get("headers", ()) if name in wanted}
             if self.exchange.request_id:
-                headers[getattr(self.exchange.gateway, "request_id_header", "x-request-id")] = self.exchange.request_id
+                header = self.exchange.context.request_id_header.decode("latin-1") or "x-request-id"
+                headers[header] = self.exchange.request_id
             self._relayed = headers
         return self._relayed
 

@@ -347,9 +347,9 @@ class GraphQL(Frozen, Target):
     async def _send(self, exchange: Exchange, send: Send, status: int, content_type: bytes, body: bytes) -> None:
         start: dict[str, Any] = {"type": "http.response.start", "status": status,
                                  "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]}
-        if self.cost is not None and self.cost.rate_limit is not None and exchange._ratelimit is not None:
-            # The cost-charged limit's RateLimit headers, unless a RateLimit on the chain already sends them.
-            await self.cost.rate_limit.on_response(exchange, ResponseHead(start))
+        if self.cost is not None and self.cost.rate_limit is not None:
+            # The cost-charged limit's RateLimit headers (a RateLimit on the chain then finds them sent).
+            self.cost.rate_limit.add_headers(exchange, ResponseHead(start))
         await send(start)
         await send({"type": "http.response.body", "body": body})
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from .._paths import PathTemplate, encode, normalize
 from ..errors import ConfigurationError, InvalidPath
-from ..exchange import is_trusted
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
@@ -173,15 +172,13 @@ def _client_origin(exchange: Exchange) -> str:
     scope = exchange.scope
     scheme: str = scope.get("scheme", "http")
     host = _header(exchange, b"host")
-    gateway = exchange.gateway
-    client = scope.get("client")
-    if gateway.trusted_networks and is_trusted(client[0] if client else None, gateway.trusted_networks):
-        forwarded_proto = _header(exchange, b"x-forwarded-proto", last=True)
-        if forwarded_proto is not None and forwarded_proto.lower() in _DEFAULT_PORTS:
-            scheme = forwarded_proto.lower()
-        forwarded_host = _header(exchange, b"x-forwarded-host", last=True)
-        if forwarded_host is not None and _AUTHORITY.fullmatch(forwarded_host):
-            host = forwarded_host
+    trusted = exchange.context.trusted_proxies  # the forwarded values are None unless the peer is trusted
+    forwarded_proto = trusted.forwarded_value(scope, b"x-forwarded-proto")
+    if forwarded_proto is not None and forwarded_proto.lower() in _DEFAULT_PORTS:
+        scheme = forwarded_proto.lower()
+    forwarded_host = trusted.forwarded_value(scope, b"x-forwarded-host")
+    if forwarded_host is not None and _AUTHORITY.fullmatch(forwarded_host):
+        host = forwarded_host
     if host is None or not _AUTHORITY.fullmatch(host):
         server = scope.get("server")
         if not server or server[1] is None:
@@ -191,18 +188,12 @@ def _client_origin(exchange: Exchange) -> str:
     return f"{scheme}://{host}"
 
 
-def _header(exchange: Exchange, name: bytes, last: bool = False) -> str | None:
-    """A request header's value (the last list element of the last one with `last`), stripped; None if absent."""
-    found: bytes | None = None
+def _header(exchange: Exchange, name: bytes) -> str | None:
+    """A request header's value (the first one), stripped; None if absent."""
     for key, value in exchange.scope["headers"]:
         if key == name:
-            found = value
-            if not last:
-                break
-    if found is None:
-        return None
-    text = found.decode("latin-1")
-    return (text.rsplit(",", 1)[-1] if last else text).strip() or None
+            return value.decode("latin-1").strip() or None
+    return None
 
 
 def _host_port(authority: str, scheme: str) -> tuple[str, int] | None:

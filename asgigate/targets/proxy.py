@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from .._forwarding import FORWARDING, add_forwarding
 from .._frozen import Frozen
 from .._http1.pool import POOL_DEFAULT, _PoolDefault
 from .._paths import PathTemplate, encode
@@ -28,7 +29,6 @@ from ..errors import (
     PayloadTooLarge,
     UpstreamTimeout,
 )
-from ..exchange import is_trusted
 from ..upstreams.base import BaseUpstream, require_kind
 from ..upstreams.http import DEFAULT_TIMEOUT, Upstream, as_timeout
 from ._locations import LocationRewrite, RewriteLocation, location_rewriter
@@ -65,7 +65,6 @@ RESPONSE_HIDDEN = HOP_BY_HOP | {b"date", b"server"}
 LOCATIONS = frozenset({b"location", b"content-location"})
 # One membership test per response header finds both the headers to drop and the ones to rewrite.
 _RESPONSE_SPECIAL = RESPONSE_HIDDEN | LOCATIONS
-FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 SMALL_BODY = 64 * 1024
 # Connection header values that name no other header: nothing to strip beyond the hop-by-hop set.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b"te", b"keep-alive, te", b"te, keep-alive"})
@@ -325,17 +324,15 @@ class Proxy(Frozen, Target):
 
     def request_headers(self, exchange: Exchange) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
         scope = exchange.scope
-        gateway = exchange.gateway
-        trusted = bool(gateway.trusted_networks) and is_trusted(
-            scope["client"][0] if scope.get("client") else None, gateway.trusted_networks
-        )
+        context = exchange.context
+        trusted = context.trusted_proxies.trusts_peer(scope)  # else incoming forwarding headers are dropped
         out: list[tuple[bytes, bytes]] = []
         content_length: int | None = None
         chunked = False
         host: bytes | None = None
         connection: bytes | None = None
         prior: dict[bytes, bytes] = {}
-        request_id_header = gateway.request_id_header_bytes
+        request_id_header = context.request_id_header
         for name, value in scope["headers"]:
             if name in HOP_BY_HOP:
                 if name == b"connection":
@@ -370,7 +367,7 @@ class Proxy(Frozen, Target):
         if exchange.request_id and request_id_header:
             out.append((request_id_header, exchange.request_id.encode("latin-1")))
         if self.x_forwarded or self.forwarded:
-            _add_forwarding(out, exchange, prior, host, self.x_forwarded, self.forwarded)
+            add_forwarding(out, scope, prior, host, self.x_forwarded, self.forwarded)
         return out, content_length, chunked
 
     def __repr__(self) -> str:
@@ -382,62 +379,6 @@ class Proxy(Frozen, Target):
         if self.rewrite_location is not True:
             extra += f", rewrite_location={self.rewrite_location!r}"
         return f"Proxy({self.upstream.name}{extra})"
-
-
-def _add_forwarding(
-    out: list[tuple[bytes, bytes]],
-    exchange: Exchange,
-    prior: dict[bytes, bytes],
-    host: bytes,
-    x_forwarded: bool,
-    forwarded: bool,
-) -> None:
-    scope = exchange.scope
-    client = scope.get("client")
-    peer: str | None = client[0] if client else None
-    scheme: str = scope.get("scheme", "http")
-    key = (peer, scheme, host, x_forwarded, forwarded)
-    # A host name has at most 253 characters and an address 45: a longer Host (or peer) is not worth keeping,
-    # and would let each cached entry hold kilobytes a client chose.
-    if not prior and len(host) <= _CACHED_HOST and (peer is None or len(peer) <= 64):
-        # Without trusted incoming values the headers depend only on these few inputs: build them once.
-        cached = _FORWARDING_CACHE.get(key)
-        if cached is None:
-            cached = _forwarding_headers(peer, scheme, host, {}, x_forwarded, forwarded)
-            if len(_FORWARDING_CACHE) >= 4096:
-                _FORWARDING_CACHE.clear()
-            _FORWARDING_CACHE[key] = cached
-        out.extend(cached)
-    else:
-        out.extend(_forwarding_headers(peer, scheme, host, prior, x_forwarded, forwarded))
-
-
-_FORWARDING_CACHE: dict[tuple[str | None, str, bytes, bool, bool], tuple[tuple[bytes, bytes], ...]] = {}
-_CACHED_HOST = 260  # a DNS name (253), a colon and a port
-
-
-def _forwarding_headers(
-    peer: str | None, scheme_text: str, host: bytes, prior: dict[bytes, bytes], x_forwarded: bool, forwarded: bool
-) -> tuple[tuple[bytes, bytes], ...]:
-    out: list[tuple[bytes, bytes]] = []
-    scheme = scheme_text.encode("latin-1")
-    if x_forwarded:
-        if peer:
-            xff = prior.get(b"x-forwarded-for")
-            out.append((b"x-forwarded-for", xff + b", " + peer.encode() if xff else peer.encode()))
-        out.append((b"x-forwarded-proto", prior.get(b"x-forwarded-proto", scheme)))
-        if host:
-            out.append((b"x-forwarded-host", prior.get(b"x-forwarded-host", host)))
-    if forwarded:
-        node = b"unknown"
-        if peer:
-            node = b'"[' + peer.encode() + b']"' if ":" in peer else peer.encode()
-        element = b"for=" + node + b";proto=" + scheme
-        if host:
-            element += b';host="' + host.replace(b"\\", b"").replace(b'"', b"") + b'"'
-        previous = prior.get(b"forwarded")
-        out.append((b"forwarded", previous + b", " + element if previous else element))
-    return tuple(out)
 
 
 def _response_headers(

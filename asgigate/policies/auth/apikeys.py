@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._frozen import Frozen
 from ...errors import ConfigurationError, Unauthorized
-from ._scope import remove_query_param, replace_headers
+from ._scope import remove_query_param
 from .base import EMPTY, Authenticator, Identity
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class ApiKeyAuth(Frozen, Authenticator):
             raise error
         if self.hide_credentials:
             if self.header:
-                replace_headers(exchange, [self.header.encode()])
+                exchange.replace_headers([self.header.encode()])
             if self.query:
                 remove_query_param(exchange, self.query)
         return Identity(subject=consumer.name, claims=consumer.metadata, scopes=consumer.scopes,

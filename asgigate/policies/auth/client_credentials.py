@@ -21,7 +21,6 @@ from ...errors import ConfigurationError
 from ...pipeline import Policy
 from ._discovery import discover_endpoint
 from ._oauth import AUTH_METHODS, require_authlib, token_request
-from ._scope import replace_headers
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -100,7 +99,7 @@ class ClientCredentials(Frozen, Policy):
 
     async def on_request(self, exchange: Exchange) -> Response | None:
         token = await self.token()
-        replace_headers(exchange, [self.header.encode()], [(self.header.encode(), f"Bearer {token}".encode())])
+        exchange.replace_headers([self.header.encode()], [(self.header.encode(), f"Bearer {token}".encode())])
         return None
 
     async def token(self) -> str:

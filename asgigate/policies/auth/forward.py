@@ -32,7 +32,6 @@ from ...exchange import Exchange
 from ...pipeline import Policy
 from ...types import ASGIApp, Message, Receive, Scope, Send
 from ...upstreams import Upstream
-from ._scope import replace_headers
 from .base import Authenticator, Identity, ambiguous, presented
 
 if TYPE_CHECKING:
@@ -132,14 +131,14 @@ class ForwardAuth(Frozen, Policy):
                 self._decisions.put(key, (decision, self._clock() + self.cache_ttl), _size(decision))
         status, copied, challenge = decision
         if status == 200:
-            replace_headers(exchange, self._copy_bytes, copied)
+            exchange.replace_headers(self._copy_bytes, copied)
             return
         if status == 401:
             raise Unauthorized("Authentication is required.", challenge=challenge)
         if status == 403:
             raise Forbidden("This request is not allowed.")
         if self.fail_open:
-            replace_headers(exchange, self._copy_bytes)
+            exchange.replace_headers(self._copy_bytes)
             return
         raise UpstreamUnavailable("The request could not be authorized.", stage="forward_auth",
                                   upstream=self.upstream.name)

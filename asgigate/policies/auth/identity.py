@@ -16,7 +16,6 @@ import orjson
 from ..._frozen import Frozen
 from ...errors import ConfigurationError
 from ...pipeline import Policy
-from ._scope import replace_headers
 from .base import Authenticator, Identity
 
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ class ForwardIdentity(Frozen, Policy):
                     added.append((name, text.encode("latin-1")))
                 except UnicodeEncodeError:
                     continue
-        replace_headers(exchange, self._remove, added)
+        exchange.replace_headers(self._remove, added)
         return None
 
     def __eq__(self, other: object) -> bool:

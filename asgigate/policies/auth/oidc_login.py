@@ -46,7 +46,6 @@ from ...errors import (
 from ...pipeline import Policy, ResponseHead
 from ...routing import Group, Route
 from ._oauth import AUTH_METHODS, authorization_url, require_authlib, token_request
-from ._scope import replace_headers
 from ._session import (
     CookieSessions,
     MemorySessions,
@@ -764,7 +763,7 @@ class SessionAuth(Frozen, Authenticator):
                 and (name := stripped.partition("=")[0].strip()) not in self._cookies
                 and not (name.startswith(prefix) and name[len(prefix):].isdigit())]
         add = [(b"cookie", "; ".join(kept).encode("latin-1"))] if kept else []
-        replace_headers(exchange, [b"cookie"], add)
+        exchange.replace_headers([b"cookie"], add)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SessionAuth) and (self.login, self.optional, self.csrf) == (
@@ -799,7 +798,7 @@ class TokenRelay(Frozen, Policy):
         token = await self.login.access_token(session, exchange)
         if token is None:
             return self.login.refuse(exchange)
-        replace_headers(exchange, [b"authorization"], [(b"authorization", f"Bearer {token}".encode("latin-1"))])
+        exchange.replace_headers([b"authorization"], [(b"authorization", f"Bearer {token}".encode("latin-1"))])
         return None
 
     async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:

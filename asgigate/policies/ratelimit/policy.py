@@ -41,6 +41,9 @@ __all__ = ["HeaderSet", "LimitUsage", "MissingKey", "RateLimit"]
 MissingKey: TypeAlias = Literal["shared", "allow"] | type[GatewayError]
 _HEADER_NAMES = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit", b"x-ratelimit-remaining",
                            b"x-ratelimit-reset"})
+# exchange.state[HEADERS_KEY]: the rate limit headers this request earned, from the limit with the least left of
+# every RateLimit that counted it: (limit, remaining, reset, policy header pair, header set). `add_headers` sends them.
+HEADERS_KEY = "ratelimit.headers"
 _time = time.time
 _names: collections.Counter[str] = collections.Counter()
 _default_store: list[RateLimitStore] = []  # one memory store for every RateLimit without its own, made on first use
@@ -304,9 +307,10 @@ class RateLimit(Frozen, Policy):
             if left >= 0:
                 self._decisions.admitted += 1
                 if self.headers:
-                    seen = exchange._ratelimit
+                    state = exchange.state
+                    seen = state.get(HEADERS_KEY)
                     if seen is None or left < seen[1]:
-                        exchange._ratelimit = (limit, left, reset, self._policy_pairs[None], self._header_set)
+                        state[HEADERS_KEY] = (limit, left, reset, self._policy_pairs[None], self._header_set)
                 return None
             self._conclude(exchange, [_Outcome(limit, False, 0, reset)], None)  # a refusal, unless a dry run
             return None
@@ -384,10 +388,11 @@ class RateLimit(Frozen, Policy):
             raise (QuotaExceeded if refused.limit.quota else RateLimited)(
                 detail, retry_after=retry_after, headers=headers)
         if self.headers:
-            seen = exchange._ratelimit
+            state = exchange.state
+            seen = state.get(HEADERS_KEY)
             if seen is None or tightest.remaining < seen[1]:
-                exchange._ratelimit = (tightest.limit, tightest.remaining, tightest.reset,
-                                       self._policy_pairs[plan_name], self._header_set)
+                state[HEADERS_KEY] = (tightest.limit, tightest.remaining, tightest.reset,
+                                      self._policy_pairs[plan_name], self._header_set)
 
     @property
     def counts(self) -> collections.Counter[str]:
@@ -397,10 +402,17 @@ class RateLimit(Frozen, Policy):
                                     "dry_run_rejected": decisions.dry_run_rejected})
 
     async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
-        seen = exchange._ratelimit  # the outermost RateLimit on the chain adds the headers, once
+        self.add_headers(exchange, head)
+
+    def add_headers(self, exchange: Exchange, head: ResponseHead) -> None:
+        """Add the rate limit headers this request earned to a response head, once per request.
+
+        They are those of the limit with the least left, of every RateLimit that counted the request: the first
+        call adds them (the outermost RateLimit's response hook, or a target that sends a reply of its own, as
+        GraphQL does after charging a query's cost with `charge`), later calls find nothing left to add."""
+        seen = exchange.state.pop(HEADERS_KEY, None)
         if seen is None:
             return
-        exchange._ratelimit = None
         pairs = _header_pairs(*seen)
         message = head.message
         raw = message.get("headers")
