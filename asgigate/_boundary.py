@@ -41,7 +41,10 @@ class ErrorBoundary:
 
         A `ClientDisconnected` gets no reply: it is raised again, for the lifecycle to record."""
         if isinstance(exc, ClientDisconnected):
-            raise exc
+            try:
+                raise exc
+            finally:
+                del exc  # else this frame, kept by the traceback, would keep the exception: a reference cycle
         if isinstance(exc, GatewayError):
             error = exc
             if isinstance(exc, UpstreamError) or exc.internal:

@@ -28,7 +28,7 @@ import orjson
 if TYPE_CHECKING:
     from .exchange import Exchange
 
-__all__ = ["AccessLog", "access_record", "log_access"]
+__all__ = ["AccessLog"]
 
 access_logger = logging.getLogger("asgigate.access")
 

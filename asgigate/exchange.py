@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .routing import Route
     from .types import Receive
 
-__all__ = ["Exchange", "GatewayContext"]
+__all__ = ["Exchange"]
 
 SCOPE_KEY = "asgigate.exchange"
 

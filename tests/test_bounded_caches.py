@@ -36,6 +36,7 @@ from asgigate import (
     Proxy,
     Route,
     Upstream,
+    _forwarding,
 )
 from asgigate._cache import json_size
 from asgigate.policies.auth._session import MemorySessions, Session
@@ -187,7 +188,7 @@ def test_the_proxy_keeps_no_forwarding_headers_or_methods_a_client_made_up(upstr
         def routes(self) -> list[Route]:
             return [Route("/api/{rest:path}", Proxy(Upstream(upstream.url), strip_prefix="/api"))]
 
-    proxy._FORWARDING_CACHE.clear()
+    _forwarding._CACHE.clear()
     with ThreadServer(Edge(access_log=False), http="h11") as server:  # h11 takes any method token
         for index in range(40):
             host = f"h{index:04d}" + "x" * 4000
@@ -197,7 +198,7 @@ def test_the_proxy_keeps_no_forwarding_headers_or_methods_a_client_made_up(upstr
                 assert raw_request(server.port, request.encode()).startswith(b"HTTP/1.1 ")
         assert raw_request(server.port, b"GET /api/echo HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n"
                            ).startswith(b"HTTP/1.1 200")
-    assert proxy._FORWARDING_CACHE and max(len(key[2]) for key in proxy._FORWARDING_CACHE) <= 260
+    assert _forwarding._CACHE and max(len(key[2]) for key in _forwarding._CACHE) <= 260
     assert max(len(method) for method in proxy._METHODS) <= 32
 
 

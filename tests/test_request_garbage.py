@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import uvloop
+from starlette.middleware import Middleware
 
 from asgigate import Direct, Exchange, Forbidden, Gateway, Group, Policy, Proxy, RateLimit, Redirect, Route, Upstream
 from asgigate.responses import JSONResponse
@@ -31,6 +32,16 @@ class Deny(Policy):
 class Crash(Policy):
     async def on_request(self, exchange: Exchange) -> None:
         {}["missing"]  # a bug in a policy: a 500 with a traceback in the log
+
+
+class PassThrough:
+    """A plain ASGI middleware: the chain's hooks after it run in a hook stage of their own, inside an ASGI layer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 class Tag(Policy):
@@ -59,10 +70,13 @@ class Realistic(Gateway):
             Route("/gone", Proxy(self.gone)),
             Group("/api", [Route("/{rest:path}", Proxy(self.backend, strip_prefix="/api"))],
                   policies=[Tag(), RateLimit("1000000/second")]),
+            Group("/layered", [Route("/crash", Direct(text="no"), policies=[Crash()]),
+                               Route("/{rest:path}", Proxy(self.backend, strip_prefix="/layered"))],
+                  policies=[Tag(), Middleware(PassThrough), Tag()]),
         ]
 
 
-# (path, method, what the gateway answers); the last two are answered to a client that has gone away
+# (path, method, what the gateway answers); the last three are answered to a client that has gone away
 REQUESTS = [
     ("/nowhere", "GET", 404),
     ("/direct", "POST", 200),
@@ -74,8 +88,11 @@ REQUESTS = [
     ("/gone", "GET", 502),
     ("/api/echo", "POST", 200),
     ("/api/stream?chunks=3", "GET", 200),
+    ("/layered/crash", "GET", 500),
+    ("/layered/stream?chunks=3", "GET", 200),
     ("/direct", "GET", 0),
     ("/api/stream?chunks=3", "GET", 0),
+    ("/layered/stream?chunks=3", "GET", 0),
 ]
 
 
