@@ -268,6 +268,12 @@ class Gateway:
             self._context = GatewayContext(self.trusted_proxies, header, self)
         return self._context
 
+    async def send_error(self, exchange: Exchange, exc: Exception, receive: Receive, send: Send) -> None:
+        """Send the error reply for `exc`, as this gateway renders it for the exchange's route (see
+        asgigate._boundary): for a target that catches an error of its own but wants the gateway's reply."""
+        self.build()
+        await self._lifecycle.errors.send_error(exchange, exc, receive, send)  # type: ignore[union-attr]
+
     def describe(self) -> str:
         """Every route with its policy chain in run order and its target: what runs, in which order."""
         self.build()
