@@ -349,7 +349,7 @@ class GraphQL(Frozen, Target):
                                  "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]}
         if self.cost is not None and self.cost.rate_limit is not None:
             # The cost-charged limit's RateLimit headers (a RateLimit on the chain then finds them sent).
-            self.cost.rate_limit.add_headers(exchange, ResponseHead(start))
+            await self.cost.rate_limit.add_headers(exchange, ResponseHead(start))
         await send(start)
         await send({"type": "http.response.body", "body": body})
 

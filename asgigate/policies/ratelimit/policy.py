@@ -402,14 +402,7 @@ class RateLimit(Frozen, Policy):
                                     "dry_run_rejected": decisions.dry_run_rejected})
 
     async def on_response(self, exchange: Exchange, head: ResponseHead) -> None:
-        self.add_headers(exchange, head)
-
-    def add_headers(self, exchange: Exchange, head: ResponseHead) -> None:
-        """Add the rate limit headers this request earned to a response head, once per request.
-
-        They are those of the limit with the least left, of every RateLimit that counted the request: the first
-        call adds them (the outermost RateLimit's response hook, or a target that sends a reply of its own, as
-        GraphQL does after charging a query's cost with `charge`), later calls find nothing left to add."""
+        # the outermost RateLimit on the chain adds the headers (see add_headers)
         seen = exchange.state.pop(HEADERS_KEY, None)
         if seen is None:
             return
@@ -430,6 +423,14 @@ class RateLimit(Frozen, Policy):
         for name, value in pairs:
             if name.decode() not in response_headers:
                 response_headers[name.decode()] = value.decode()
+
+    async def add_headers(self, exchange: Exchange, head: ResponseHead) -> None:
+        """Add the rate limit headers this request earned to a response head, once per request.
+
+        They are those of the limit with the least left, of every RateLimit that counted the request: the first
+        call adds them (the outermost RateLimit's response hook, or a target that sends a reply of its own, as
+        GraphQL does after charging a query's cost with `charge`), later calls find nothing left to add."""
+        await self.on_response(exchange, head)
 
     def register_metrics(self, metrics: Metrics) -> None:
         p = metrics.prefix + "_" if metrics.prefix else ""
