@@ -21,7 +21,10 @@ class BackgroundServer:
     """An ASGI app under uvicorn in a daemon thread, on a free port unless one is given.
 
     uvicorn's own proxy-header handling is off, so the gateway's `trusted_proxies` decides, as in production
-    setups the docs recommend (`--no-proxy-headers`).
+    setups the docs recommend (`--no-proxy-headers`). The socket is bound when the object is made, so `url` and
+    `port` are known (and the port is held) before `start()`. Other keywords go to `uvicorn.Config` (`lifespan=`,
+    `http="h11"`, `timeout_graceful_shutdown=` ...). `open_connections` counts the client connections the server
+    holds open, for tests of connection reuse and of closing.
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
@@ -45,18 +48,27 @@ class BackgroundServer:
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._socket]))
 
+    @property
+    def open_connections(self) -> int:
+        """How many client connections the server holds open now."""
+        return len(self._server.server_state.connections)
+
     def start(self, timeout: float = 15.0) -> BackgroundServer:
+        """Serve in the background; return once the server accepts connections (raise if it fails to start)."""
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()  # the socket is not left open (for the garbage collector to warn about)
                 raise RuntimeError(f"the server on {self.url} did not start")
             time.sleep(0.01)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ask the server to exit, wait up to `timeout` seconds for it, and close the socket."""
         self._server.should_exit = True
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self._socket.close()
 
     def __enter__(self) -> BackgroundServer:

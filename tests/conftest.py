@@ -11,18 +11,19 @@ from typing import Any
 
 import pytest
 
+from asgigate.testing import BackgroundServer
+
 from devinstalls import provided
 from graphqlbackends import catalog_server, rest_server
 from redisserver import RedisServer
-from servers import ThreadServer
 
 
 @pytest.fixture(scope="session")
-def upstream() -> Iterator[ThreadServer]:
+def upstream() -> Iterator[BackgroundServer]:
     """The shared test upstream (tests/apps/upstream.py) under uvicorn on a free port."""
     from apps.upstream import app
 
-    with ThreadServer(app) as server:
+    with BackgroundServer(app) as server:
         yield server
 
 

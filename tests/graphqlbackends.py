@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from servers import ThreadServer, free_port, serve_process
+from asgigate.testing import BackgroundServer
+
+from servers import free_port, serve_process
 
 HERE = Path(__file__).resolve().parent / "graphql"
 
@@ -31,10 +33,10 @@ def load(name: str) -> ModuleType:
 
 
 @contextmanager
-def rest_server() -> Iterator[ThreadServer]:
+def rest_server() -> Iterator[BackgroundServer]:
     """The REST service in a thread; `server.app` counts the calls it receives."""
     app = load("rest_service").make_app()
-    with ThreadServer(app) as server:
+    with BackgroundServer(app) as server:
         server.app = app  # type: ignore[attr-defined]
         yield server
 

@@ -1,4 +1,6 @@
-"""Real servers for the tests: ASGI apps under uvicorn in a thread or a subprocess, on free 127.0.0.1 ports."""
+"""Real servers for the tests: ASGI apps under uvicorn in a subprocess, on free 127.0.0.1 ports, and polling helpers.
+
+An app served in a thread of the test process uses the public `asgigate.testing.BackgroundServer`, as users do."""
 
 from __future__ import annotations
 
@@ -11,13 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -114,39 +112,6 @@ def logged_errors(*names: str) -> Iterator[list[logging.LogRecord]]:
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(level)
-
-
-class ThreadServer:
-    """uvicorn serving `app` in a background thread with its own event loop."""
-
-    def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
-        self.port = port or free_port()
-        config.setdefault("log_level", "warning")
-        config.setdefault("lifespan", "on")
-        # uvicorn would otherwise rewrite the client address from X-Forwarded-For itself; the gateway decides.
-        config.setdefault("proxy_headers", False)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **config))
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.run(self.server.serve())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ThreadServer:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @contextlib.contextmanager

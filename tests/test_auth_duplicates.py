@@ -39,9 +39,9 @@ from asgigate import (
 )
 from asgigate.policies.auth import Authenticator, Consumer, Identity, hash_api_key
 from asgigate.policies.auth._session import Session
+from asgigate.testing import BackgroundServer
 
 from rawupstream import RawUpstream
-from servers import ThreadServer
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
 SECRET = "duplicates-test-secret-0123456789abcdef"
@@ -122,7 +122,7 @@ class Guarded(Gateway):
 @pytest.fixture(scope="module")
 def services() -> Iterator[tuple[Services, str]]:
     found = Services()
-    with ThreadServer(found.app) as server:
+    with BackgroundServer(found.app) as server:
         yield found, server.url
 
 
@@ -135,7 +135,7 @@ def raw() -> Iterator[RawUpstream]:
 @pytest.fixture(scope="module")
 def site(raw: RawUpstream, services: tuple[Services, str]) -> Iterator[tuple[Guarded, str]]:
     gateway = Guarded(raw.url, services[1])
-    with ThreadServer(gateway) as server:
+    with BackgroundServer(gateway) as server:
         yield gateway, server.url
 
 

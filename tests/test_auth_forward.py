@@ -17,8 +17,7 @@ from starlette.routing import Route as StarletteRoute
 
 from asgigate import ApiKeyAuth, ConfigurationError, ForwardAuth, Gateway, Proxy, Route, Upstream
 from asgigate.policies.auth import Consumer, hash_api_key
-
-from servers import ThreadServer
+from asgigate.testing import BackgroundServer
 
 
 class DecisionService:
@@ -56,7 +55,7 @@ class DecisionService:
 @pytest.fixture(scope="module")
 def decisions() -> Iterator[tuple[DecisionService, str]]:
     service = DecisionService()
-    with ThreadServer(service.app) as server:
+    with BackgroundServer(service.app) as server:
         yield service, server.url
 
 
@@ -83,9 +82,9 @@ def seen(response: httpx.Response) -> dict[str, list[str]]:
     return found
 
 
-def test_allow_deny_and_copied_headers(decisions: tuple[DecisionService, str], upstream: ThreadServer) -> None:
+def test_allow_deny_and_copied_headers(decisions: tuple[DecisionService, str], upstream: BackgroundServer) -> None:
     service, url = decisions
-    with ThreadServer(Guarded(url, upstream.url)) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as c:
+    with BackgroundServer(Guarded(url, upstream.url)) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as c:
         headers = seen(c.get("/orders?x=1", headers={"authorization": "Bearer good", "x-user-id": "mallory"}))
         assert headers["x-user-id"] == ["alice"] and headers["x-user-roles"] == ["reader"]
         assert "x-internal" not in headers
@@ -101,21 +100,22 @@ def test_allow_deny_and_copied_headers(decisions: tuple[DecisionService, str], u
         assert response.json()["code"] == "upstream_unavailable"
 
 
-def test_service_down_fails_closed_or_open(upstream: ThreadServer) -> None:
+def test_service_down_fails_closed_or_open(upstream: BackgroundServer) -> None:
     from servers import free_port
 
     nowhere = f"http://127.0.0.1:{free_port()}"
-    with ThreadServer(Guarded(nowhere, upstream.url)) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as c:
+    with BackgroundServer(Guarded(nowhere, upstream.url)) as gateway, \
+            httpx.Client(base_url=gateway.url, timeout=10) as c:
         assert c.get("/orders", headers={"authorization": "Bearer good"}).status_code == 503
-    with ThreadServer(Guarded(nowhere, upstream.url, fail_open=True)) as gateway, \
+    with BackgroundServer(Guarded(nowhere, upstream.url, fail_open=True)) as gateway, \
             httpx.Client(base_url=gateway.url, timeout=10) as c:
         headers = seen(c.get("/orders", headers={"x-user-id": "mallory"}))
         assert "x-user-id" not in headers  # let through, but with no identity headers
 
 
-def test_decisions_are_cached(decisions: tuple[DecisionService, str], upstream: ThreadServer) -> None:
+def test_decisions_are_cached(decisions: tuple[DecisionService, str], upstream: BackgroundServer) -> None:
     service, url = decisions
-    with ThreadServer(Guarded(url, upstream.url, cache_ttl=60)) as gateway, \
+    with BackgroundServer(Guarded(url, upstream.url, cache_ttl=60)) as gateway, \
             httpx.Client(base_url=gateway.url, timeout=10) as c:
         before = len(service.calls)
         for _ in range(3):
@@ -126,7 +126,7 @@ def test_decisions_are_cached(decisions: tuple[DecisionService, str], upstream: 
 
 
 def test_keyed_on_the_identity_after_an_authenticator(decisions: tuple[DecisionService, str],
-                                                      upstream: ThreadServer) -> None:
+                                                      upstream: BackgroundServer) -> None:
     service, url = decisions
     consumers = [Consumer("app", keys=[hash_api_key("k1")])]
 
@@ -134,7 +134,7 @@ def test_keyed_on_the_identity_after_an_authenticator(decisions: tuple[DecisionS
         def policies(self) -> list[Any]:
             return [ApiKeyAuth(consumers), *super().policies()]
 
-    with ThreadServer(WithKeys(url, upstream.url, cache_ttl=60)) as gateway, \
+    with BackgroundServer(WithKeys(url, upstream.url, cache_ttl=60)) as gateway, \
             httpx.Client(base_url=gateway.url, timeout=10) as c:
         before = len(service.calls)
         assert c.get("/orders", headers={"x-api-key": "k1", "authorization": "Bearer good"}).status_code == 200
@@ -164,9 +164,9 @@ class BodyGuarded(Guarded):
 
 
 def test_the_body_is_forwarded_and_replayed_to_the_upstream(decisions: tuple[DecisionService, str],
-                                                            upstream: ThreadServer) -> None:
+                                                            upstream: BackgroundServer) -> None:
     service, url = decisions
-    with ThreadServer(BodyGuarded(url, upstream.url, body=4096, cache_ttl=60)) as gateway, \
+    with BackgroundServer(BodyGuarded(url, upstream.url, body=4096, cache_ttl=60)) as gateway, \
             httpx.Client(base_url=gateway.url, timeout=10) as c:
         payment = json.dumps({"amount": 42, "note": "x" * 1000}).encode()
         response = c.post("/pay", content=payment, headers={"content-type": "application/json"})

@@ -29,8 +29,7 @@ from asgigate import (
     UpstreamUnavailable,
 )
 from asgigate.policies.auth import Authenticator
-
-from servers import ThreadServer
+from asgigate.testing import BackgroundServer
 
 
 class OrdersGateway(Gateway):
@@ -63,8 +62,8 @@ def idp() -> Iterator[OpenIDProvider]:
 
 
 @pytest.fixture(scope="module")
-def gateway(idp: OpenIDProvider, upstream: ThreadServer) -> Iterator[httpx.Client]:
-    with ThreadServer(OrdersGateway(idp.url, upstream.url, ["urn:asgigate:rs", "urn:asgigate:es"])) as server:
+def gateway(idp: OpenIDProvider, upstream: BackgroundServer) -> Iterator[httpx.Client]:
+    with BackgroundServer(OrdersGateway(idp.url, upstream.url, ["urn:asgigate:rs", "urn:asgigate:es"])) as server:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             yield client
 
@@ -112,12 +111,12 @@ def test_scopes_and_roles_from_the_provider(idp: OpenIDProvider, gateway: httpx.
     assert gateway.get("/orders", headers=bearer(admin)).status_code == 200
 
 
-def test_tampered_and_foreign_tokens_are_refused(idp: OpenIDProvider, upstream: ThreadServer) -> None:
+def test_tampered_and_foreign_tokens_are_refused(idp: OpenIDProvider, upstream: BackgroundServer) -> None:
     token = idp.token()
     header, payload, signature = token.split(".")
     tampered = f"{header}.{payload[:-4]}AAAA.{signature}"
     # A gateway that accepts only the RS256 resource refuses the ES256 resource's tokens (wrong audience).
-    with ThreadServer(OrdersGateway(idp.url, upstream.url)) as server, \
+    with BackgroundServer(OrdersGateway(idp.url, upstream.url)) as server, \
             httpx.Client(base_url=server.url, timeout=10) as client:
         assert client.get("/orders", headers=bearer(token)).status_code == 200
         for bad in (tampered, idp.token(resource="urn:asgigate:es")):
@@ -131,10 +130,10 @@ def test_tampered_and_foreign_tokens_are_refused(idp: OpenIDProvider, upstream: 
             assert response.json()["code"] == "invalid_token"
 
 
-def test_keeps_serving_while_the_provider_is_down(upstream: ThreadServer) -> None:
+def test_keeps_serving_while_the_provider_is_down(upstream: BackgroundServer) -> None:
     with openid_provider() as provider:
         tokens = [provider.token(), provider.token(resource="urn:asgigate:es")]
-        server = ThreadServer(OrdersGateway(provider.url, upstream.url, ["urn:asgigate:rs", "urn:asgigate:es"]))
+        server = BackgroundServer(OrdersGateway(provider.url, upstream.url, ["urn:asgigate:rs", "urn:asgigate:es"]))
         with server, httpx.Client(base_url=server.url, timeout=10) as client:
             assert client.get("/orders", headers=bearer(tokens[0])).status_code == 200  # keys fetched
             provider.stop()
@@ -158,9 +157,9 @@ def opaque(idp: OpenIDProvider, client: str = "orders-client", scope: str = "ord
     return token
 
 
-def test_opaque_tokens_are_introspected(idp: OpenIDProvider, upstream: ThreadServer) -> None:
+def test_opaque_tokens_are_introspected(idp: OpenIDProvider, upstream: BackgroundServer) -> None:
     gateway = OrdersGateway(idp.url, upstream.url, auth=introspection(idp))
-    with ThreadServer(gateway) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+    with BackgroundServer(gateway) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         headers = forwarded(client.get("/orders", headers=bearer(opaque(idp))))
         assert headers["x-client-id"] == "orders-client"
         assert headers["x-scopes"] == "orders:read"
@@ -174,20 +173,20 @@ def test_opaque_tokens_are_introspected(idp: OpenIDProvider, upstream: ThreadSer
             assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
-def test_jwt_or_opaque_on_one_route(idp: OpenIDProvider, upstream: ThreadServer) -> None:
+def test_jwt_or_opaque_on_one_route(idp: OpenIDProvider, upstream: BackgroundServer) -> None:
     auth = AnyAuth(BearerAuth(issuer=idp.url, audience="urn:asgigate:rs"), introspection(idp))
-    with ThreadServer(OrdersGateway(idp.url, upstream.url, auth=auth)) as server, \
+    with BackgroundServer(OrdersGateway(idp.url, upstream.url, auth=auth)) as server, \
             httpx.Client(base_url=server.url, timeout=10) as client:
         assert forwarded(client.get("/orders", headers=bearer(idp.token())))["x-client-id"] == "orders-client"
         assert forwarded(client.get("/orders", headers=bearer(opaque(idp))))["x-client-id"] == "orders-client"
         assert client.get("/orders", headers=bearer("nope")).json()["code"] == "invalid_token"
 
 
-def test_introspection_caches_and_fails_closed(upstream: ThreadServer) -> None:
+def test_introspection_caches_and_fails_closed(upstream: BackgroundServer) -> None:
     with openid_provider() as provider:
         seen, unseen = opaque(provider), opaque(provider)
         gateway = OrdersGateway(provider.url, upstream.url, auth=introspection(provider))
-        with ThreadServer(gateway) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        with BackgroundServer(gateway) as server, httpx.Client(base_url=server.url, timeout=10) as client:
             assert client.get("/orders", headers=bearer(seen)).status_code == 200
             provider.stop()
             assert client.get("/orders", headers=bearer(seen)).status_code == 200  # cached
@@ -196,9 +195,9 @@ def test_introspection_caches_and_fails_closed(upstream: ThreadServer) -> None:
             assert response.json()["code"] == "upstream_unavailable"
 
 
-def test_wrong_gateway_credentials_fail_closed(idp: OpenIDProvider, upstream: ThreadServer) -> None:
+def test_wrong_gateway_credentials_fail_closed(idp: OpenIDProvider, upstream: BackgroundServer) -> None:
     auth = introspection(idp, client_secret="wrong", auth_method="client_secret_post")
-    with ThreadServer(OrdersGateway(idp.url, upstream.url, auth=auth)) as server, \
+    with BackgroundServer(OrdersGateway(idp.url, upstream.url, auth=auth)) as server, \
             httpx.Client(base_url=server.url, timeout=10) as client:
         assert client.get("/orders", headers=bearer(opaque(idp))).status_code == 503
 
@@ -223,7 +222,7 @@ def upstream_token(response: httpx.Response) -> str:
     return values[0].removeprefix("Bearer ")
 
 
-def test_client_credentials_token_for_the_upstream(idp: OpenIDProvider, upstream: ThreadServer) -> None:
+def test_client_credentials_token_for_the_upstream(idp: OpenIDProvider, upstream: BackgroundServer) -> None:
     fetches = []
 
     class Counting(ClientCredentials):  # a ClientCredentials is immutable: count its fetches in a subclass
@@ -233,7 +232,7 @@ def test_client_credentials_token_for_the_upstream(idp: OpenIDProvider, upstream
 
     credentials = Counting(issuer=idp.url, client_id="orders-client", client_secret="orders-secret",
                            auth_method="client_secret_post", scope="orders:read", resource="urn:asgigate:rs")
-    with ThreadServer(CallsOnItsOwnBehalf(upstream.url, credentials)) as server:
+    with BackgroundServer(CallsOnItsOwnBehalf(upstream.url, credentials)) as server:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             first = upstream_token(client.get("/report", headers={"authorization": "Bearer the-callers-own"}))
 

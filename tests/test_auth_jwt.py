@@ -22,8 +22,9 @@ from starlette.routing import Route as StarletteRoute
 
 from asgigate import BearerAuth, ConfigurationError, Direct, Exchange, ExpiredToken, Gateway, InvalidToken, Route
 from asgigate.policies.auth import Authenticator, Identity
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, wait_until
+from servers import wait_until
 
 
 async def me(exchange: Exchange) -> Response:
@@ -57,7 +58,7 @@ def static_auth(**options: Any) -> BearerAuth:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with ThreadServer(JwtGateway(static_auth())) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+    with BackgroundServer(JwtGateway(static_auth())) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         yield c
 
 
@@ -184,7 +185,7 @@ def test_valid_token_still_passes_after_the_attacks(client: httpx.Client) -> Non
 def test_token_from_cookie_query_and_header() -> None:
     auth = static_auth(token_from=["header:x-token", "cookie:at", "query:access_token"])
     token = sign(claims())
-    with ThreadServer(JwtGateway(auth)) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+    with BackgroundServer(JwtGateway(auth)) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         assert c.get("/me", headers={"x-token": token}).status_code == 200
         c.cookies.set("at", token)
         assert c.get("/me").status_code == 200
@@ -308,13 +309,13 @@ class FakeIdP:
 @pytest.fixture
 def idp() -> Iterator[FakeIdP]:
     fake = FakeIdP()
-    with ThreadServer(fake.app) as server:
+    with BackgroundServer(fake.app) as server:
         fake.url = server.url
         yield fake
 
 
-def remote_gateway(idp: FakeIdP, **options: Any) -> ThreadServer:
-    return ThreadServer(JwtGateway(BearerAuth(issuer=idp.url, audience=AUDIENCE, **options)))
+def remote_gateway(idp: FakeIdP, **options: Any) -> BackgroundServer:
+    return BackgroundServer(JwtGateway(BearerAuth(issuer=idp.url, audience=AUDIENCE, **options)))
 
 
 def test_discovery_and_key_rotation(idp: FakeIdP) -> None:

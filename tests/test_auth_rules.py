@@ -29,9 +29,9 @@ from asgigate import (
     Upstream,
 )
 from asgigate.policies.auth import Authenticator, Consumer, Identity, hash_api_key
+from asgigate.testing import BackgroundServer
 
 from apps.upstream import app as sample_upstream
-from servers import ThreadServer
 
 MOBILE_KEY = "mk_live_9f2c1d0e7b6a5c4d3e2f1a0b"
 PARTNER_KEY = "pk_live_0a1b2c3d4e5f60718293a4b5"
@@ -84,7 +84,7 @@ class RulesGateway(Gateway):
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with ThreadServer(RulesGateway()) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+    with BackgroundServer(RulesGateway()) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         yield c
 
 
@@ -323,7 +323,7 @@ def test_optional_authentication() -> None:
         def routes(self) -> list[Any]:
             return [Route("/whoami", whoami, policies=[ApiKeyAuth(CONSUMERS, optional=True)])]
 
-    with ThreadServer(Optional()) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+    with BackgroundServer(Optional()) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         assert c.get("/whoami").json() == {"subject": None}
         assert c.get("/whoami", headers={"x-api-key": MOBILE_KEY}).json() == {"subject": "mobile-app"}
         refused(c.get("/whoami", headers={"x-api-key": "wrong"}), 401, "unauthorized")  # present but invalid

@@ -18,9 +18,9 @@ import pytest
 from asgigate import ConfigurationError, Exchange, Gateway, OIDCLogin, Proxy, Route, SessionAuth, TokenRelay, Upstream
 from asgigate.policies.auth import CookieSessions, MemorySessions, RedisSessions
 from asgigate.policies.auth._session import Session, SessionCipher
+from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import ThreadServer
 
 SECRET = "sessions-test-secret-0123456789abcdef"
 
@@ -103,7 +103,7 @@ def test_compressed_sealing_round_trips_and_stays_bounded() -> None:
     assert cipher.open("other", packed) is None
 
 
-def test_large_sessions_are_split_and_reassembled(upstream: ThreadServer) -> None:
+def test_large_sessions_are_split_and_reassembled(upstream: BackgroundServer) -> None:
     site = Site(upstream.url, CookieSessions(chunk_size=1200, max_chunks=8), Clock())
     login = site.login
     session = new_session(login, blob=os.urandom(2500).hex())  # random: compression cannot shrink it
@@ -128,7 +128,7 @@ def test_large_sessions_are_split_and_reassembled(upstream: ThreadServer) -> Non
     assert login._session_cookies(probe(site), huge) is None
 
 
-def test_tampered_missing_or_reordered_chunks_are_no_session(upstream: ThreadServer) -> None:
+def test_tampered_missing_or_reordered_chunks_are_no_session(upstream: BackgroundServer) -> None:
     clock = Clock()
     site = Site(upstream.url, CookieSessions(chunk_size=1000, max_chunks=8), clock)
     session = new_session(site.login, blob=os.urandom(1500).hex())
@@ -145,7 +145,7 @@ def test_tampered_missing_or_reordered_chunks_are_no_session(upstream: ThreadSer
         "no count": {**jar, "asgigate_session": first.partition(".")[2]},
         "garbage": {"asgigate_session": "1.!!!", "asgigate_session.1": "x"},
     }
-    with ThreadServer(site) as gateway:
+    with BackgroundServer(site) as gateway:
         assert authorization(fetch(gateway.url, "/orders", jar)) == "Bearer access-1"
         for name, cookies in broken.items():
             response = fetch(gateway.url, "/orders", cookies)
@@ -183,10 +183,10 @@ def make_store(kind: str, redis: RedisServer) -> Any:
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_idle_timeout_extended_by_activity(kind: str, upstream: ThreadServer, redis: RedisServer) -> None:
+def test_idle_timeout_extended_by_activity(kind: str, upstream: BackgroundServer, redis: RedisServer) -> None:
     clock = Clock()
     site = Site(upstream.url, make_store(kind, redis), clock)
-    with ThreadServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
+    with BackgroundServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
         jar = asyncio.run(sign_in(site, new_session(site.login)))
         client.cookies.update(jar)
         assert authorization(client.get("/a")) == "Bearer access-1"
@@ -204,10 +204,10 @@ def test_idle_timeout_extended_by_activity(kind: str, upstream: ThreadServer, re
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_absolute_timeout_however_active(kind: str, upstream: ThreadServer, redis: RedisServer) -> None:
+def test_absolute_timeout_however_active(kind: str, upstream: BackgroundServer, redis: RedisServer) -> None:
     clock = Clock()
     site = Site(upstream.url, make_store(kind, redis), clock)
-    with ThreadServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
+    with BackgroundServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
         client.cookies.update(asyncio.run(sign_in(site, new_session(site.login))))
         for _ in range(14):  # 14 x 250 s = 3500 s, under the absolute timeout of 3600 s
             clock.now += 250
@@ -217,10 +217,10 @@ def test_absolute_timeout_however_active(kind: str, upstream: ThreadServer, redi
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_logout_ends_the_session_for_copies_of_the_cookie(kind: str, upstream: ThreadServer,
+def test_logout_ends_the_session_for_copies_of_the_cookie(kind: str, upstream: BackgroundServer,
                                                           redis: RedisServer) -> None:
     site = Site(upstream.url, make_store(kind, redis), Clock())
-    with ThreadServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
+    with BackgroundServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
         jar = asyncio.run(sign_in(site, new_session(site.login)))
         client.cookies.update(jar)
         assert authorization(client.get("/a")) == "Bearer access-1"
@@ -277,19 +277,19 @@ async def test_redis_records_touch_lock_and_expiry(redis: RedisServer) -> None:
     assert await store.get(session.id) is None
 
 
-def test_redis_down_is_503_not_500(upstream: ThreadServer) -> None:
+def test_redis_down_is_503_not_500(upstream: BackgroundServer) -> None:
     down = RedisServer()  # never started: nothing listens on its port
     site = Site(upstream.url, RedisSessions(down.uri, timeout=0.5), Clock())
     session = new_session(site.login)
     cookies = parse(site.login._session_cookies(probe(site), session) or [])
-    with ThreadServer(site) as gateway:
+    with BackgroundServer(site) as gateway:
         response = fetch(gateway.url, "/a", cookies)
         assert response.status_code == 503
         assert response.json()["code"] == "upstream_unavailable"
 
 
 @pytest.mark.anyio
-async def test_a_login_whose_tokens_do_not_fit_the_cookies_fails_with_502(upstream: ThreadServer) -> None:
+async def test_a_login_whose_tokens_do_not_fit_the_cookies_fails_with_502(upstream: BackgroundServer) -> None:
     """(the provider's part replaced: its answer is made large on purpose)"""
     from asgigate import BadGateway
 

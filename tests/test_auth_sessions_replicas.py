@@ -26,9 +26,10 @@ from starlette.routing import Route as StarletteRoute
 
 from asgigate import Gateway, OIDCLogin, Proxy, Route, SessionAuth, TokenRelay, Upstream
 from asgigate.policies.auth import RedisSessions
+from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import ThreadServer, free_port
+from servers import free_port
 
 PREFIX = "replicas:"
 
@@ -76,7 +77,7 @@ class Setup:
     idp: OpenIDProvider
     redis: RedisServer
     api: Api
-    replicas: list[ThreadServer]
+    replicas: list[BackgroundServer]
     gateways: list[Replica]
     clock: Clock
 
@@ -87,11 +88,11 @@ def setup() -> Iterator[Setup]:
     base = f"http://127.0.0.1:{port}"
     api = Api()
     with RedisServer() as redis, openid_provider(token_ttl=60, rp_url=base) as idp, \
-            ThreadServer(api.app()) as upstream:
+            BackgroundServer(api.app()) as upstream:
         # Both replicas answer for the same public origin (as behind a load balancer).
         clock = Clock()
         gateways = [Replica(idp.url, upstream.url, redis.uri, base, clock) for _ in range(2)]
-        with ThreadServer(gateways[0], port=port) as first, ThreadServer(gateways[1]) as second:
+        with BackgroundServer(gateways[0], port=port) as first, BackgroundServer(gateways[1]) as second:
             yield Setup(idp, redis, api, [first, second], gateways, clock)
 
 

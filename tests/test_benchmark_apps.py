@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from asgigate.testing import BackgroundServer
+
 from redisserver import RedisServer
-from servers import PYTHON, ROOT, ThreadServer
+from servers import PYTHON, ROOT
 
 
 def _load_hello() -> Any:
@@ -62,7 +64,7 @@ def test_benchmark_app_builds(name: str) -> None:
 
 def _run_against_hello(script: str, env: dict[str, str] | None = None) -> Any:
     """Run a script (the benchmark apps on its path) with the hello world as UPSTREAM_URL; its JSON output."""
-    with ThreadServer(hello_app) as upstream:
+    with BackgroundServer(hello_app) as upstream:
         result = subprocess.run(
             [PYTHON, "-c", script.format(apps=str(ROOT / "benchmarks" / "apps"))],
             env={"UPSTREAM_URL": upstream.url, "PATH": "/usr/bin:/bin", **(env or {})},
@@ -338,7 +340,7 @@ finally:
 def test_the_granian_systems_serve_through_the_benchmarks_own_command(key: str, tmp_path: Path) -> None:
     """The harness starts granian as `benchmarks/systems.command` says, and the app answers through it."""
     cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    with ThreadServer(hello_app) as upstream:
+    with BackgroundServer(hello_app) as upstream:
         script = SERVE.format(bench=str(ROOT / "benchmarks"), key=key, upstream_port=upstream.url.rsplit(":", 1)[1],
                               cpus=cpus, log=str(tmp_path / "server.log"))
         result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)

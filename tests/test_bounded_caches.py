@@ -42,8 +42,9 @@ from asgigate._cache import json_size
 from asgigate.policies.auth._session import MemorySessions, Session
 from asgigate.policies.ratelimit import by_client_network, by_header
 from asgigate.targets import proxy
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, raw_request
+from servers import raw_request
 
 MiB = 1024 * 1024
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
@@ -108,7 +109,7 @@ def introspection() -> Iterator[str]:
         return JSONResponse({"active": True, "sub": form["token"][0][:13], "exp": int(time.time()) + 600,
                              "big": FAT})
 
-    with ThreadServer(Starlette(routes=[StarletteRoute("/introspect", introspect, methods=["POST"])])) as server:
+    with BackgroundServer(Starlette(routes=[StarletteRoute("/introspect", introspect, methods=["POST"])])) as server:
         yield server.url + "/introspect"
 
 
@@ -134,7 +135,7 @@ class Profiles:
 
 
 def test_forward_auth_decisions_are_bounded_by_bytes() -> None:
-    with ThreadServer(Profiles().app) as service:
+    with BackgroundServer(Profiles().app) as service:
         authz = Upstream(service.url, name="authz")
         policy = ForwardAuth(authz, path="/verify", send=["cookie"], copy=["x-profile"], cache_ttl=60,
                              cache_bytes=256 * 1024)
@@ -143,7 +144,7 @@ def test_forward_auth_decisions_are_bounded_by_bytes() -> None:
             def routes(self) -> list[Route]:
                 return [Route("/", Direct(text="ok"), policies=[policy])]
 
-        with ThreadServer(Guarded(access_log=False)) as server, httpx.Client(base_url=server.url) as client:
+        with BackgroundServer(Guarded(access_log=False)) as server, httpx.Client(base_url=server.url) as client:
             for index in range(100):  # every client a new cookie of 12 KB: a new decision each
                 cookie = f"session={index:06d}{'c' * 12_000}"
                 assert client.get("/", headers={"cookie": cookie}).status_code == 200
@@ -183,13 +184,13 @@ async def test_remembered_refreshes_of_cookie_sessions_are_bounded_by_bytes() ->
 
 # --- the proxy and rate limit keys --------------------------------------------------------------------
 
-def test_the_proxy_keeps_no_forwarding_headers_or_methods_a_client_made_up(upstream: ThreadServer) -> None:
+def test_the_proxy_keeps_no_forwarding_headers_or_methods_a_client_made_up(upstream: BackgroundServer) -> None:
     class Edge(Gateway):
         def routes(self) -> list[Route]:
             return [Route("/api/{rest:path}", Proxy(Upstream(upstream.url), strip_prefix="/api"))]
 
     _forwarding._CACHE.clear()
-    with ThreadServer(Edge(access_log=False), http="h11") as server:  # h11 takes any method token
+    with BackgroundServer(Edge(access_log=False), http="h11") as server:  # h11 takes any method token
         for index in range(40):
             host = f"h{index:04d}" + "x" * 4000
             method = f"M{index:04d}" + "Y" * 2000
@@ -209,7 +210,7 @@ def test_concurrency_slots_of_a_key_last_only_while_its_requests_run() -> None:
         def routes(self) -> list[Route]:
             return [Route("/", Direct(text="ok"), policies=[limit])]
 
-    with ThreadServer(Edge(access_log=False)) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(Edge(access_log=False)) as server, httpx.Client(base_url=server.url) as client:
         for index in range(200):
             assert client.get("/", headers={"x-tenant": f"{index}" + "k" * 8000}).status_code == 200
     assert not limit._in_flight and not limit._held

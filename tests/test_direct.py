@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 from asgigate import ConfigurationError, Direct, Exchange, Gateway, Group, Redirect, Route
+from asgigate.testing import BackgroundServer
 from asgigate.types import Message
 
-from servers import ThreadServer, raw_request
+from servers import raw_request
 
 PAYLOAD = {"ok": True, "n": [1, 2, 3], "name": "caf\u00e9"}
 
@@ -56,13 +57,13 @@ def static(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(static: Path) -> Iterator[ThreadServer]:
-    with ThreadServer(Replies(static)) as running:
+def server(static: Path) -> Iterator[BackgroundServer]:
+    with BackgroundServer(Replies(static)) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def client(server: ThreadServer) -> Iterator[httpx.Client]:
+def client(server: BackgroundServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url) as http:
         yield http
 
@@ -118,7 +119,7 @@ def test_file(client: httpx.Client, static: Path) -> None:
 
 
 @pytest.mark.parametrize("path", ["/json", "/text", "/file"])
-def test_head_has_no_body(server: ThreadServer, client: httpx.Client, path: str) -> None:
+def test_head_has_no_body(server: BackgroundServer, client: httpx.Client, path: str) -> None:
     full = client.get(path)
     raw = raw_request(server.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -236,7 +237,7 @@ def test_a_handler_reads_the_request_body() -> None:
         def routes(self) -> list[Route]:
             return [Route("/orders", create, methods=["POST"], policies=[Peek()])]
 
-    with ThreadServer(Orders()) as server:
+    with BackgroundServer(Orders()) as server:
         response = httpx.post(f"{server.url}/orders", json={"sku": "A-1", "qty": 2})
         assert response.status_code == 201, response.text
         assert response.json() == {"created": {"sku": "A-1", "qty": 2}, "type": "application/json"}

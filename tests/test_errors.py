@@ -28,8 +28,9 @@ from asgigate import (
     errors,
 )
 from asgigate.responses import problem_response
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, raw_get
+from servers import raw_get
 
 # The stable contract: status and code of every class. Codes are what clients, logs and metrics key on.
 CONTRACT: dict[str, tuple[str | None, int, str]] = {
@@ -217,12 +218,12 @@ class Custom(Gateway):
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, ThreadServer]]:
-    with ThreadServer(Default(access_log=False)) as default, ThreadServer(Custom(access_log=False)) as custom:
+def servers() -> Iterator[dict[str, BackgroundServer]]:
+    with BackgroundServer(Default(access_log=False)) as default, BackgroundServer(Custom(access_log=False)) as custom:
         yield {"default": default, "custom": custom}
 
 
-def test_default_replies_are_problem_json(servers: dict[str, ThreadServer]) -> None:
+def test_default_replies_are_problem_json(servers: dict[str, BackgroundServer]) -> None:
     base = servers["default"].url
     for path, status, code in [
         ("/forbidden", 403, "forbidden"),
@@ -254,7 +255,7 @@ def test_default_replies_are_problem_json(servers: dict[str, ThreadServer]) -> N
     ],
 )
 def test_render_error_override_changes_every_error_reply(
-    servers: dict[str, ThreadServer], path: str, status: int, code: str
+    servers: dict[str, BackgroundServer], path: str, status: int, code: str
 ) -> None:
     response = httpx.get(servers["custom"].url + path)
     assert response.status_code == status
@@ -262,20 +263,20 @@ def test_render_error_override_changes_every_error_reply(
     assert response.headers["x-renderer"] == "gateway"
 
 
-def test_render_error_override_for_invalid_paths(servers: dict[str, ThreadServer]) -> None:
+def test_render_error_override_for_invalid_paths(servers: dict[str, BackgroundServer]) -> None:
     status, raw = raw_get(servers["custom"].port, "/a/..%2Fb")
     assert status == 400
     assert b"custom 400 invalid_path " in raw
     assert b"\r\nx-renderer: gateway\r\n" in raw
 
 
-def test_render_error_override_keeps_error_headers(servers: dict[str, ThreadServer]) -> None:
+def test_render_error_override_keeps_error_headers(servers: dict[str, BackgroundServer]) -> None:
     assert httpx.get(servers["custom"].url + "/throttled").headers["retry-after"] == "9"
     assert httpx.get(servers["custom"].url + "/only-post").headers["allow"] == "POST"
 
 
 @pytest.mark.parametrize("server", ["default", "custom"])
-def test_route_renderer_wins(servers: dict[str, ThreadServer], server: str) -> None:
+def test_route_renderer_wins(servers: dict[str, BackgroundServer], server: str) -> None:
     base = servers[server].url
     own = httpx.get(base + "/own")
     assert (own.status_code, own.text) == (404, "route renderer: forbidden")

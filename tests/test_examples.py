@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from asgigate.testing import BackgroundServer
 from examples import api_gateway_jwt, custom_errors, quickstart, ratelimits, versioning, web_bff
 
-from servers import PYTHON, ROOT, ThreadServer, free_port, serve_process
+from servers import PYTHON, ROOT, free_port, serve_process
 
 EXAMPLES = ROOT / "examples"
 
@@ -50,14 +51,14 @@ def problem(response: httpx.Response, status: int, code: str) -> dict[str, objec
 
 
 @pytest.fixture(scope="module")
-def users() -> Iterator[ThreadServer]:
-    with ThreadServer(quickstart.users_app) as server:
+def users() -> Iterator[BackgroundServer]:
+    with BackgroundServer(quickstart.users_app) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def quick(users: ThreadServer) -> Iterator[httpx.Client]:
-    with ThreadServer(quickstart.build_gateway(users.url)) as server:
+def quick(users: BackgroundServer) -> Iterator[httpx.Client]:
+    with BackgroundServer(quickstart.build_gateway(users.url)) as server:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             yield client
 
@@ -160,7 +161,7 @@ SERVERS = {
 
 
 @pytest.mark.parametrize("server", sorted(SERVERS))
-def test_quickstart_under_each_server(server: str, users: ThreadServer) -> None:
+def test_quickstart_under_each_server(server: str, users: BackgroundServer) -> None:
     """The commands of docs/getting-started.md, against the sample upstream."""
     port = free_port()
     with serve_process(SERVERS[server](port), port, env={"USERS_URL": users.url}, timeout=30):
@@ -177,8 +178,8 @@ def test_quickstart_under_each_server(server: str, users: ThreadServer) -> None:
 
 @pytest.fixture(scope="module")
 def versioned() -> Iterator[httpx.Client]:
-    with ThreadServer(versioning.orders_service(1)) as v1, ThreadServer(versioning.orders_service(2)) as v2:
-        with ThreadServer(versioning.build_gateway(v1.url, v2.url)) as gateway:
+    with BackgroundServer(versioning.orders_service(1)) as v1, BackgroundServer(versioning.orders_service(2)) as v2:
+        with BackgroundServer(versioning.build_gateway(v1.url, v2.url)) as gateway:
             with httpx.Client(base_url=gateway.url, timeout=10) as client:
                 yield client
 
@@ -223,8 +224,8 @@ def test_versioning_script() -> None:
 
 @pytest.fixture(scope="module")
 def shop() -> Iterator[httpx.Client]:
-    with ThreadServer(custom_errors.catalog_app) as catalog:
-        with ThreadServer(custom_errors.build_gateway(catalog.url)) as gateway:
+    with BackgroundServer(custom_errors.catalog_app) as catalog:
+        with BackgroundServer(custom_errors.build_gateway(catalog.url)) as gateway:
             with httpx.Client(base_url=gateway.url, timeout=10) as client:
                 yield client
 
@@ -309,8 +310,8 @@ def test_custom_errors_script() -> None:
 
 @pytest.fixture(scope="module")
 def jwt_api() -> Iterator[httpx.Client]:
-    with ThreadServer(api_gateway_jwt.orders_app) as orders:
-        with ThreadServer(api_gateway_jwt.build_gateway(orders.url)) as gateway:
+    with BackgroundServer(api_gateway_jwt.orders_app) as orders:
+        with BackgroundServer(api_gateway_jwt.build_gateway(orders.url)) as gateway:
             with httpx.Client(base_url=gateway.url, timeout=10) as client:
                 yield client
 
@@ -370,7 +371,8 @@ def test_api_gateway_jwt_script() -> None:
 def test_ratelimits_plans_and_quotas() -> None:
     if 86400 - time.time() % 86400 < 30:
         time.sleep(31)  # the daily quota turns over at midnight UTC: not in the middle of this test
-    with ThreadServer(ratelimits.catalog_app) as catalog, ThreadServer(ratelimits.build_gateway(catalog.url)) as gw:
+    with BackgroundServer(ratelimits.catalog_app) as catalog, \
+            BackgroundServer(ratelimits.build_gateway(catalog.url)) as gw:
         with httpx.Client(base_url=gw.url, timeout=10) as client:
             assert client.get("/healthz").status_code == 200
             assert "ratelimit" not in client.get("/healthz").headers  # the route skips every RateLimit

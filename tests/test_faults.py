@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from asgigate import ConfigurationError, Direct, FaultInjected, FaultInjection, Gateway, Group, Route
-
-from servers import ThreadServer
+from asgigate.testing import BackgroundServer
 
 ALWAYS = FaultInjection(abort_percent=100, abort_status=503)
 SOMETIMES = FaultInjection(abort_percent=30, abort_status=500, seed=7)
@@ -33,7 +32,7 @@ class Flaky(Gateway):
 
 @pytest.fixture(scope="module")
 def flaky() -> Iterator[httpx.Client]:
-    with ThreadServer(Flaky()) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+    with BackgroundServer(Flaky()) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
 
 

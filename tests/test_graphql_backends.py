@@ -17,9 +17,10 @@ from strawberry.types import Info
 from asgigate import ConfigurationError, Gateway, Route, Upstream
 from asgigate.graphql import GraphQL, GraphQLContext, GrpcBatch, RestBatch, batch_loader
 from asgigate.graphql.grpc import GrpcBackend
+from asgigate.testing import BackgroundServer
 
 from graphqlbackends import load
-from servers import ThreadServer, free_port
+from servers import free_port
 
 DELAY = 0.4
 
@@ -137,7 +138,7 @@ def gateway(protos: Any, orders: Any, slow_orders: Any, rest: Any, catalog: str)
         def routes(self) -> list[Route]:
             return [Route("/graphql", GraphQL(schema, upstreams=upstreams))]
 
-    with ThreadServer(BFF(access_log=False)) as server:
+    with BackgroundServer(BFF(access_log=False)) as server:
         yield server.url
 
 

@@ -15,9 +15,10 @@ from strawberry.types import Info
 
 from asgigate import ConfigurationError, Gateway, Route, Upstream
 from asgigate.graphql import Extend, GraphQL, GraphQLContext, RemoteSchema, RestBatch
+from asgigate.testing import BackgroundServer
 
 from graphqlbackends import load
-from servers import ThreadServer, free_port
+from servers import free_port
 
 users_by_id = RestBatch("users", "/users", key="id")
 
@@ -72,7 +73,7 @@ def gateway(rest: Any, catalog: str, sdl_file: Path) -> Iterator[str]:
         def routes(self) -> list[Route]:
             return [Route("/graphql", api)]
 
-    with ThreadServer(BFF(access_log=False)) as server:
+    with BackgroundServer(BFF(access_log=False)) as server:
         yield server.url
 
 

@@ -31,8 +31,7 @@ from hypothesis import strategies as st
 from asgigate import ConfigurationError, Gateway, Route
 from asgigate.graphql import GraphQL, GraphQLLimits, Safelist
 from asgigate.graphql._merging import fields_may_conflict
-
-from servers import ThreadServer
+from asgigate.testing import BackgroundServer
 
 GQL = "application/graphql-response+json"
 
@@ -273,7 +272,7 @@ def gateway() -> Iterator[str]:
                                        limits=GraphQLLimits(max_query_length=100))),
             ]
 
-    with ThreadServer(G(access_log=False)) as server:
+    with BackgroundServer(G(access_log=False)) as server:
         yield server.url
 
 

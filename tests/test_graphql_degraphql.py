@@ -12,9 +12,10 @@ from strawberry.types import Info
 
 from asgigate import ConfigurationError, Gateway, Route, Upstream
 from asgigate.graphql import DeGraphQL, GraphQL, GraphQLContext, GraphQLCost
+from asgigate.testing import BackgroundServer
 
 from graphqlbackends import load
-from servers import ThreadServer, free_port
+from servers import free_port
 
 
 @strawberry.type
@@ -61,7 +62,7 @@ schema = strawberry.Schema(query=Query)
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[str]:
     app = load("rest_service").make_app()
-    with ThreadServer(app) as rest:
+    with BackgroundServer(app) as rest:
         users = Upstream(rest.url, name="users")
         gone = Upstream(f"http://127.0.0.1:{free_port()}", name="gone")
         api = GraphQL(schema, upstreams=[users, gone],
@@ -83,7 +84,7 @@ def gateway() -> Iterator[str]:
                                                     variables={"lang": "header:accept-language"}, unwrap=True)),
                 ]
 
-        with ThreadServer(BFF(access_log=False)) as server:
+        with BackgroundServer(BFF(access_log=False)) as server:
             yield server.url
 
 
@@ -154,6 +155,6 @@ def test_the_graphql_target_need_not_serve_a_route_of_its_own() -> None:
         def routes(self) -> list[Route]:
             return [Route("/hello", DeGraphQL(api, "query($lang: String) { greeting(lang: $lang) }", unwrap=True))]
 
-    with ThreadServer(RestOnly(access_log=False)) as server:
+    with BackgroundServer(RestOnly(access_log=False)) as server:
         assert httpx.get(server.url + "/hello", params={"lang": "fr"}).json() == "bonjour"
         assert httpx.post(server.url + "/graphql", json={"query": "{ greeting }"}).status_code == 404

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from asgigate.testing import BackgroundServer
 from examples import mobile_bff
 
-from servers import PYTHON, ROOT, ThreadServer, free_port, serve_process
+from servers import PYTHON, ROOT, free_port, serve_process
 
 EXAMPLES = ROOT / "examples"
 QUERY = "{ me { name orders { id total } } catalog_topProducts(first: 3) { name seller { name } } }"
@@ -21,9 +22,9 @@ QUERY = "{ me { name orders { id total } } catalog_topProducts(first: 3) { name 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[str]:
     pb2, pb2_grpc = mobile_bff.compile_orders_proto()
-    with ThreadServer(mobile_bff.accounts_app) as accounts, ThreadServer(mobile_bff.catalog_app) as catalog:
+    with BackgroundServer(mobile_bff.accounts_app) as accounts, BackgroundServer(mobile_bff.catalog_app) as catalog:
         orders = mobile_bff.serve_orders(pb2, pb2_grpc)
-        with ThreadServer(mobile_bff.build_gateway(accounts.url, orders, catalog.url + "/graphql", pb2)) as server:
+        with BackgroundServer(mobile_bff.build_gateway(accounts.url, orders, catalog.url + "/graphql", pb2)) as server:
             yield server.url
 
 

@@ -28,8 +28,9 @@ from asgigate.graphql import (
     PersistedQueries,
     Safelist,
 )
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, raw_request
+from servers import raw_request
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -130,7 +131,7 @@ def bad_logs() -> Iterator[BadLogs]:
 
 
 @pytest.fixture(scope="module")
-def server(bad_logs: BadLogs) -> Iterator[ThreadServer]:
+def server(bad_logs: BadLogs) -> Iterator[BackgroundServer]:
     api = GraphQL(schema, cost=GraphQLCost(maximum=50))
 
     class Fuzzed(Gateway):
@@ -148,12 +149,12 @@ def server(bad_logs: BadLogs) -> Iterator[ThreadServer]:
                                                          "children(first: $first) { id } } }", unwrap=True)),
             ]
 
-    with ThreadServer(Fuzzed(access_log=False)) as running:
+    with BackgroundServer(Fuzzed(access_log=False)) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def client(server: ThreadServer) -> Iterator[httpx.Client]:
+def client(server: BackgroundServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
 
@@ -469,7 +470,7 @@ RAW = [
 
 
 @pytest.mark.parametrize("request_bytes", RAW, ids=range(len(RAW)))
-def test_raw_requests(server: ThreadServer, bad_logs: BadLogs, request_bytes: bytes) -> None:
+def test_raw_requests(server: BackgroundServer, bad_logs: BadLogs, request_bytes: bytes) -> None:
     bad_logs.records.clear()
     port = int(server.url.rsplit(":", 1)[1])
     answer = raw_request(port, request_bytes)

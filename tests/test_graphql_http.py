@@ -20,8 +20,9 @@ from asgigate import Gateway, Policy, Route, Upstream
 from asgigate.exchange import Exchange
 from asgigate.graphql import GraphQL, GraphQLContext, RestBatch
 from asgigate.policies.auth import Identity
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, free_port
+from servers import free_port
 
 GQL = "application/graphql-response+json"
 
@@ -178,7 +179,7 @@ class BFF(Gateway):
 
 @pytest.fixture(scope="module")
 def gateway(rest: Any, catalog: str) -> Iterator[str]:
-    with ThreadServer(BFF(rest.url, catalog)) as server:
+    with BackgroundServer(BFF(rest.url, catalog)) as server:
         yield server.url
 
 

@@ -15,8 +15,9 @@ from asgigate import ConfigurationError, Gateway, Route
 from asgigate.graphql import GraphQL, GraphQLLimits, PersistedQueries, Safelist
 from asgigate.graphql._cache import BoundedCache
 from asgigate.graphql.persisted import RequestError
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, free_port, serve_process, uvicorn_cmd
+from servers import free_port, serve_process, uvicorn_cmd
 
 MiB = 1024 * 1024
 
@@ -74,7 +75,7 @@ def api_server() -> Iterator[tuple[GraphQL, str]]:
         def routes(self) -> list[Route]:
             return [Route("/graphql", api)]
 
-    with ThreadServer(G(access_log=False)) as server:
+    with BackgroundServer(G(access_log=False)) as server:
         yield api, server.url
 
 

@@ -20,9 +20,9 @@ from asgigate import ConfigurationError, Exchange, Gateway, Policy, RateLimit, R
 from asgigate.graphql import GraphQL, GraphQLContext, GraphQLCost, GraphQLLimits, PersistedQueries, Safelist
 from asgigate.graphql.protection import MAX_COST
 from asgigate.policies.ratelimit import by_client_ip
+from asgigate.testing import BackgroundServer
 
 from graphqlbackends import load
-from servers import ThreadServer
 
 GQL = "application/graphql-response+json"
 
@@ -78,7 +78,7 @@ class CostHeader(Policy):
 @pytest.fixture(scope="module")
 def rest() -> Iterator[Any]:
     app = load("rest_service").make_app()
-    with ThreadServer(app) as server:
+    with BackgroundServer(app) as server:
         server.app = app  # type: ignore[attr-defined]
         yield server
 
@@ -108,7 +108,7 @@ def gateway(rest: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
                 Route("/safe-ids", GraphQL(schema, persisted=Safelist(SAFE, allow_text=False))),
             ]
 
-    with ThreadServer(BFF(access_log=False)) as server:
+    with BackgroundServer(BFF(access_log=False)) as server:
         yield server.url
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from asgigate.testing import BackgroundServer
 from examples import grpc_transcoding
 
-from servers import PYTHON, ROOT, ThreadServer, free_port, serve_process
+from servers import PYTHON, ROOT, free_port, serve_process
 
 EXAMPLES = ROOT / "examples"
 
@@ -20,7 +21,7 @@ EXAMPLES = ROOT / "examples"
 def todo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     descriptor_set = grpc_transcoding.compile_todo_proto(tmp_path_factory.mktemp("todo"))
     grpc_url, _ = grpc_transcoding.start_todo_server(descriptor_set)
-    with ThreadServer(grpc_transcoding.build_gateway(grpc_url, descriptor_set)) as server:
+    with BackgroundServer(grpc_transcoding.build_gateway(grpc_url, descriptor_set)) as server:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             yield client
 

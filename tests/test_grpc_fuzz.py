@@ -17,9 +17,9 @@ from asgigate import ClientError, Gateway, Group, Route
 from asgigate.grpc import Descriptors, GrpcService, JsonOptions
 from asgigate.grpc.httprule import bindings_from_rule
 from asgigate.grpc.mapping import RequestMapper
+from asgigate.testing import BackgroundServer
 
 from grpcbackend import GrpcServer, compiled
-from servers import ThreadServer
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -31,7 +31,7 @@ def client() -> Iterator[httpx.Client]:
             return [GrpcService.from_descriptor_set(compiled().descriptor_set, backend.url,
                                                     services=["library.v1.LibraryService"])]
 
-    with GrpcServer() as backend, ThreadServer(Api()) as server:
+    with GrpcServer() as backend, BackgroundServer(Api()) as server:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             yield http
 

@@ -159,16 +159,17 @@ def test_templates_starting_with_a_wildcard_are_routed() -> None:
 
     from asgigate import Gateway
     from asgigate.grpc import GrpcService
+    from asgigate.testing import BackgroundServer
 
     from grpcbackend import compiled
-    from servers import ThreadServer, free_port
+    from servers import free_port
 
     class Api(Gateway):
         def routes(self) -> list[GrpcService]:
             return [GrpcService.from_descriptor_set(compiled().descriptor_set, f"grpc://127.0.0.1:{free_port()}",
                                                     services=["wild.v1.Wild"])]
 
-    with ThreadServer(Api()) as server:
+    with BackgroundServer(Api()) as server:
         # routed (the backend is down: 503), not 404
         assert httpx.get(server.url + "/anything/items", timeout=10).status_code == 503
         assert httpx.get(server.url + "/x/things", timeout=10).status_code == 503

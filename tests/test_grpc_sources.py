@@ -13,9 +13,10 @@ from google.protobuf import descriptor_pb2
 
 from asgigate import ConfigurationError, Gateway, Group, Route
 from asgigate.grpc import Descriptors, GrpcService, GrpcUpstream
+from asgigate.testing import BackgroundServer
 
 from grpcbackend import GrpcServer, compiled, self_signed
-from servers import ThreadServer, free_port
+from servers import free_port
 
 LIBRARY = "library.v1.LibraryService"
 
@@ -26,12 +27,12 @@ def backend() -> Iterator[GrpcServer]:
         yield server
 
 
-def serve(routes: list[Route | Group]) -> ThreadServer:
+def serve(routes: list[Route | Group]) -> BackgroundServer:
     class Api(Gateway):
         def routes(self) -> list[Route | Group]:
             return routes
 
-    return ThreadServer(Api())
+    return BackgroundServer(Api())
 
 
 # --- sources ------------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ import pytest
 
 from asgigate import Gateway, Group, Route
 from asgigate.grpc import GrpcService, MethodSettings
+from asgigate.testing import BackgroundServer
 
 from grpcbackend import CANCELLED, GrpcServer, compiled
-from servers import ThreadServer
 
 LIBRARY = "library.v1.LibraryService"
 
@@ -46,7 +46,7 @@ class StreamingGateway(Gateway):
 
 @pytest.fixture(scope="module")
 def client(backend: GrpcServer) -> Iterator[httpx.Client]:
-    with ThreadServer(StreamingGateway(backend.url)) as server:
+    with BackgroundServer(StreamingGateway(backend.url)) as server:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             yield http
 

@@ -14,9 +14,10 @@ import pytest
 from asgigate import Exchange, Gateway, Group, Policy, RateLimit, ResponseHead, Route
 from asgigate.grpc import GrpcService, GrpcUpstream, JsonOptions, MethodSettings
 from asgigate.policies.ratelimit import by_header
+from asgigate.testing import BackgroundServer
 
 from grpcbackend import GrpcServer, compiled
-from servers import ThreadServer, free_port
+from servers import free_port
 
 LIBRARY = "library.v1.LibraryService"
 
@@ -70,7 +71,7 @@ class LibraryGateway(Gateway):
 
 @pytest.fixture(scope="module")
 def client(backend: GrpcServer) -> Iterator[httpx.Client]:
-    with ThreadServer(LibraryGateway(backend.url)) as server:
+    with BackgroundServer(LibraryGateway(backend.url)) as server:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             yield http
 
@@ -329,7 +330,7 @@ class Claims(Gateway):
 
 @pytest.fixture(scope="module")
 def claims(backend: GrpcServer) -> Iterator[httpx.Client]:
-    with ThreadServer(Claims(backend.url)) as server:
+    with BackgroundServer(Claims(backend.url)) as server:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             yield http
 
@@ -523,7 +524,7 @@ def test_describe_lists_the_real_templates(backend: GrpcServer) -> None:
 
 def test_upstream_down_is_503_upstream_unavailable() -> None:
     gateway = LibraryGateway(f"grpc://127.0.0.1:{free_port()}")
-    with ThreadServer(gateway) as server:
+    with BackgroundServer(gateway) as server:
         response = httpx.get(server.url + "/v1/shelves/1", timeout=10)
     body = status_error(response, 503, 14)
     assert body["details"][0]["reason"] == "upstream_unavailable"
@@ -536,7 +537,7 @@ def test_several_channels_round_robin(backend: GrpcServer) -> None:
             return [GrpcService.from_descriptor_set(compiled().descriptor_set, upstream, services=[LIBRARY])]
 
     gateway = Pooled()
-    with ThreadServer(gateway) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+    with BackgroundServer(gateway) as server, httpx.Client(base_url=server.url, timeout=10) as http:
         for i in range(6):
             assert http.get(f"/v1/shelves/{i}").status_code == 200
         upstream = gateway.upstreams[0]

@@ -19,9 +19,10 @@ from starlette.responses import Response, StreamingResponse
 
 from asgigate import Direct, Gateway, Policy, Proxy, ResponseHead, Route, Upstream
 from asgigate.exchange import Exchange
+from asgigate.testing import BackgroundServer
 
 from rawupstream import RawUpstream
-from servers import PYTHON, ThreadServer, free_port, serve_process
+from servers import PYTHON, free_port, serve_process
 
 MiB = 1024 * 1024
 SERVERS = ["uvicorn-httptools", "uvicorn-h11", "hypercorn", "granian"]
@@ -98,7 +99,7 @@ def chunked_upstream() -> Iterator[RawUpstream]:
 
 
 @pytest.fixture(scope="module", params=SERVERS)
-def served(request: pytest.FixtureRequest, upstream: ThreadServer, chunked_upstream: RawUpstream) -> Iterator[int]:
+def served(request: pytest.FixtureRequest, upstream: BackgroundServer, chunked_upstream: RawUpstream) -> Iterator[int]:
     port = free_port()
     env = {"UPSTREAM_URL": upstream.url, "CHUNKED_URL": chunked_upstream.url}
     with serve_process(commands(request.param, port), port, env=env):
@@ -221,15 +222,17 @@ class SmallBound(Gateway):
 
 
 @pytest.fixture(scope="module")
-def small(upstream: ThreadServer) -> Iterator[tuple[ThreadServer, Stamp]]:
+def small(upstream: BackgroundServer) -> Iterator[tuple[BackgroundServer, Stamp]]:
     # an upstream that breaks its chunked body off half-way
     broken = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n"
     stamp = Stamp()
-    with RawUpstream(broken) as raw, ThreadServer(SmallBound(upstream.url, raw.url, stamp)) as server:
+    with RawUpstream(broken) as raw, BackgroundServer(SmallBound(upstream.url, raw.url, stamp)) as server:
         yield server, stamp
 
 
-def test_the_bound_is_a_gateway_setting(small: tuple[ThreadServer, Stamp], caplog: pytest.LogCaptureFixture) -> None:
+def test_the_bound_is_a_gateway_setting(
+    small: tuple[BackgroundServer, Stamp], caplog: pytest.LogCaptureFixture
+) -> None:
     server, _ = small
     assert readable(http10(server.port, "/handler?n=10")) == b"0123456789" * 10
     with caplog.at_level(logging.INFO):
@@ -243,7 +246,7 @@ def test_the_bound_is_a_gateway_setting(small: tuple[ThreadServer, Stamp], caplo
     assert readable(http10(server.port, "/direct")) == b"x" * 1000
 
 
-def test_the_error_reply_goes_through_the_response_hooks_once(small: tuple[ThreadServer, Stamp]) -> None:
+def test_the_error_reply_goes_through_the_response_hooks_once(small: tuple[BackgroundServer, Stamp]) -> None:
     server, stamp = small
     stamp.seen.clear()
     # a handler's stream, in several messages whatever the timing (an upstream's may arrive whole in one read,
@@ -259,7 +262,7 @@ def test_the_error_reply_goes_through_the_response_hooks_once(small: tuple[Threa
     assert reply.header(b"x-stamp") == b"1"
 
 
-def test_an_upstream_breaking_off_mid_body_is_a_502_not_a_truncated_body(small: tuple[ThreadServer, Stamp]) -> None:
+def test_an_upstream_breaking_off_mid_body_is_a_502_not_a_truncated_body(small: tuple[BackgroundServer, Stamp]) -> None:
     server, _ = small
     started = time.monotonic()
     reply = http10(server.port, "/broken")
@@ -298,7 +301,7 @@ def test_a_transcoded_grpc_server_stream_gets_a_content_length() -> None:
                                                 methods={"StreamBooks": MethodSettings(stream_format="sse")}),
             ]
 
-    with GrpcServer() as backend, ThreadServer(Transcoding(backend.url)) as server:
+    with GrpcServer() as backend, BackgroundServer(Transcoding(backend.url)) as server:
         lines = readable(http10(server.port, "/v1/shelves/1/books:stream?count=3")).splitlines()
         assert [orjson.loads(line)["name"] for line in lines] == [f"shelves/1/books/{i}" for i in range(3)]
         events = readable(http10(server.port, "/sse/v1/shelves/1/books:stream?count=2"))

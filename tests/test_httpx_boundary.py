@@ -21,15 +21,16 @@ from asgigate import Direct, Gateway, Route, UpstreamTimeout, UpstreamUnavailabl
 from asgigate._httpx import PolicyClient, translate
 from asgigate.errors import UpstreamConnectError, UpstreamProtocolError
 from asgigate.policies.auth import AnyAuth, BearerAuth, ClientCredentials, IntrospectionAuth
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, free_port
+from servers import free_port
 
 PEERS: list[tuple[str, int]] = []  # (path, client port) of every request the fake provider got
 
 
 class FakeProvider:
     def __init__(self) -> None:
-        self.server = ThreadServer(Starlette(routes=[
+        self.server = BackgroundServer(Starlette(routes=[
             StarletteRoute("/introspect", self.introspect, methods=["POST"]),
             StarletteRoute("/token", self.token, methods=["POST"]),
             StarletteRoute("/slow/{rest:path}", self.slow, methods=["GET", "POST"]),

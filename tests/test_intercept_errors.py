@@ -27,8 +27,7 @@ from asgigate import (
     Upstream,
     UpstreamErrorResponse,
 )
-
-from servers import ThreadServer
+from asgigate.testing import BackgroundServer
 
 SEEN: list[tuple[str, int]] = []  # (path, client port) per request the upstream received
 
@@ -98,15 +97,15 @@ class Edge(Gateway):
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[ThreadServer, Edge]]:
-    with ThreadServer(backend) as up:
+def servers() -> Iterator[tuple[BackgroundServer, Edge]]:
+    with BackgroundServer(backend) as up:
         gateway = Edge(up.url)
-        with ThreadServer(gateway) as edge:
+        with BackgroundServer(gateway) as edge:
             yield edge, gateway
 
 
 @pytest.fixture
-def edge(servers: tuple[ThreadServer, Edge]) -> Iterator[httpx.Client]:
+def edge(servers: tuple[BackgroundServer, Edge]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=servers[0].url, timeout=10) as client:
         yield client
 
@@ -179,7 +178,7 @@ def _port_of(path: str) -> int:
 
 
 def test_small_error_body_is_drained_and_the_connection_reused(
-    edge: httpx.Client, servers: tuple[ThreadServer, Edge]
+    edge: httpx.Client, servers: tuple[BackgroundServer, Edge]
 ) -> None:
     assert edge.get("/replace/fail/500").status_code == 500
     pool = servers[1].up.pool

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from servers import ThreadServer, free_port, serve_process, uvicorn_cmd
+from asgigate.testing import BackgroundServer
+
+from servers import free_port, serve_process, uvicorn_cmd
 
 GIB = 1024 * 1024 * 1024
 LIMIT = 50 * 1024 * 1024
@@ -25,7 +27,7 @@ def memory(pid: int) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def gateway_process(upstream: ThreadServer) -> Iterator[tuple[int, int]]:
+def gateway_process(upstream: BackgroundServer) -> Iterator[tuple[int, int]]:
     port = free_port()
     with serve_process(uvicorn_cmd("apps.gateway_app:app", port), port, env={"UPSTREAM_URL": upstream.url}) as proc:
         with httpx.Client() as client:  # warm up: imports, pools, first buffers

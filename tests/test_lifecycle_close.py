@@ -22,9 +22,10 @@ from starlette.responses import PlainTextResponse
 
 from asgigate import ConcurrencyLimit, Direct, Gateway, Group, Policy, Proxy, RateLimit, Route, Upstream
 from asgigate.policies.ratelimit import Limit, RateLimitStore, by_route
+from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import ThreadServer, wait_until, wait_until_async
+from servers import wait_until, wait_until_async
 from storeservers import RedisCluster, RedisSentinel
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ def test_uvicorn_shutdown_closes_the_stores_redis_connections(redis: RedisServer
     store = RateLimitStore(redis.uri, timeout=2.0)
     policy = RateLimit(Limit("3/minute", strategy=strategy), key=by_route, store=store,  # type: ignore[arg-type]
                        name=f"close-{strategy}")
-    with ThreadServer(limited_gateway(policy)) as server:
+    with BackgroundServer(limited_gateway(policy)) as server:
         codes = [httpx.get(server.url + "/0").status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         assert clients(redis)  # the store's connections, open while serving
@@ -266,7 +267,7 @@ def test_each_policy_closed_once_in_reverse_build_order_and_a_failure_stops_noth
         Tracked("inner")
     lookalike = Tracked("inner")  # equal to `inner`, but its own object: closed too
 
-    with ThreadServer(PlainTextResponse("upstream"), lifespan="off") as upstream_server:
+    with BackgroundServer(PlainTextResponse("upstream"), lifespan="off") as upstream_server:
         upstream = Upstream(upstream_server.url, name="backend")
 
         class Edge(Gateway):
@@ -292,13 +293,13 @@ def test_each_policy_closed_once_in_reverse_build_order_and_a_failure_stops_noth
             async with lifespan as client:
                 assert (await client.get("/one")).text == "upstream"
                 assert (await client.get("/g/two")).text == "two"
-                assert upstream_server.server.server_state.connections  # a pooled connection to the upstream
+                assert upstream_server.open_connections  # a pooled connection to the upstream
 
         with caplog.at_level(logging.ERROR, logger="asgigate"):
             asyncio.run(main())
         # the gateway's pool closed its connection although a policy failed to close before it
-        wait_until(lambda: not upstream_server.server.server_state.connections, within=5)
-        assert not upstream_server.server.server_state.connections
+        wait_until(lambda: not upstream_server.open_connections, within=5)
+        assert not upstream_server.open_connections
 
     assert lifespan.sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert closed == ["shutdown()", "inner", "inner", "broken", "on-two-routes", "edge"]

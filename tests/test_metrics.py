@@ -28,9 +28,10 @@ from asgigate import (
 )
 from asgigate.exchange import Exchange
 from asgigate.policies.ratelimit import RateLimitStore
+from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import PYTHON, ThreadServer, free_port, serve_process
+from servers import PYTHON, free_port, serve_process
 
 
 def samples(text: str) -> list[Sample]:
@@ -70,17 +71,17 @@ class MeteredGateway(Gateway):
 
 
 @pytest.fixture(scope="module")
-def gateway(upstream: ThreadServer) -> Iterator[tuple[MeteredGateway, httpx.Client]]:
+def gateway(upstream: BackgroundServer) -> Iterator[tuple[MeteredGateway, httpx.Client]]:
     gw = MeteredGateway(upstream.url, f"http://127.0.0.1:{free_port()}")
-    with ThreadServer(gw) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+    with BackgroundServer(gw) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         yield gw, client
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ThreadServer]:
+def upstream() -> Iterator[BackgroundServer]:
     from apps.upstream import app
 
-    with ThreadServer(app) as server:
+    with BackgroundServer(app) as server:
         yield server
 
 
@@ -278,7 +279,7 @@ def test_components_register_series_read_at_scrape_time() -> None:
                 Route("/b", Direct(text="b"), policies=[orders]),
             ]
 
-    with ThreadServer(Cached()) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(Cached()) as server, httpx.Client(base_url=server.url) as client:
         client.get("/a")
         client.get("/b")
         client.get("/b")
@@ -308,7 +309,7 @@ def test_rate_limit_decisions_and_store_health_are_series() -> None:
                     Route("/shared2", Direct(text="r"), policies=[RateLimit("9/minute", name="again", store=store)]),
                 ]
 
-        with ThreadServer(Limited()) as server, httpx.Client(base_url=server.url) as client:
+        with BackgroundServer(Limited()) as server, httpx.Client(base_url=server.url) as client:
             assert [client.get("/strict").status_code for _ in range(3)] == [200, 200, 429]
             assert [client.get("/shared").status_code for _ in range(4)] == [200, 200, 200, 429]
             text = client.get("/metrics").text

@@ -11,8 +11,7 @@ import pytest
 from starlette.responses import PlainTextResponse, Response
 
 from asgigate import ConfigurationError, Direct, Exchange, Gateway, Group, Mock, Route
-
-from servers import ThreadServer
+from asgigate.testing import BackgroundServer
 
 
 async def search(exchange: Exchange) -> Any:
@@ -44,7 +43,7 @@ class API(Gateway):
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[httpx.Client]:
-    with ThreadServer(API()) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+    with BackgroundServer(API()) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
 
 

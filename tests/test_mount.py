@@ -18,8 +18,9 @@ from starlette.routing import Route as StarletteRoute
 
 from asgigate import Exchange, Gateway, Mount, Policy, ResponseHead, Route
 from asgigate.responses import JSONResponse
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, raw_get
+from servers import raw_get
 
 
 def sub_starlette() -> Starlette:
@@ -101,15 +102,15 @@ class Host(Gateway):
 
 
 @pytest.fixture(scope="module")
-def host() -> Iterator[tuple[ThreadServer, httpx.Client]]:
-    with ThreadServer(Host()) as server, httpx.Client(base_url=server.url) as http:
+def host() -> Iterator[tuple[BackgroundServer, httpx.Client]]:
+    with BackgroundServer(Host()) as server, httpx.Client(base_url=server.url) as http:
         yield server, http
 
 
 # --- apps mounted in a gateway ----------------------------------------------------------------------------------
 
 
-def test_starlette_app_sees_its_root_path_and_url_for_works(host: tuple[ThreadServer, httpx.Client]) -> None:
+def test_starlette_app_sees_its_root_path_and_url_for_works(host: tuple[BackgroundServer, httpx.Client]) -> None:
     server, client = host
     response = client.get("/sub/items/7?x=1")
     assert response.status_code == 200, response.text
@@ -124,7 +125,7 @@ def test_starlette_app_sees_its_root_path_and_url_for_works(host: tuple[ThreadSe
     assert response.headers["x-gateway-route"] == "/sub/{path:path}"
 
 
-def test_starlette_app_index_and_prefix(host: tuple[ThreadServer, httpx.Client]) -> None:
+def test_starlette_app_index_and_prefix(host: tuple[BackgroundServer, httpx.Client]) -> None:
     server, client = host
     response = client.get("/sub/")
     assert response.status_code == 200
@@ -136,7 +137,7 @@ def test_starlette_app_index_and_prefix(host: tuple[ThreadServer, httpx.Client])
     assert client.get("/subway").json()["path"] == "/subway"
 
 
-def test_mounted_app_gets_the_normalized_path(host: tuple[ThreadServer, httpx.Client]) -> None:
+def test_mounted_app_gets_the_normalized_path(host: tuple[BackgroundServer, httpx.Client]) -> None:
     server, _ = host
     status, response = raw_get(server.port, "/sub/x/..//items/%37")
     assert status == 200, response
@@ -148,7 +149,7 @@ def test_mounted_app_gets_the_normalized_path(host: tuple[ThreadServer, httpx.Cl
     assert status == 400
 
 
-def test_mounted_app_answers_its_own_404(host: tuple[ThreadServer, httpx.Client]) -> None:
+def test_mounted_app_answers_its_own_404(host: tuple[BackgroundServer, httpx.Client]) -> None:
     _, client = host
     response = client.get("/sub/nope")
     assert response.status_code == 404
@@ -158,7 +159,7 @@ def test_mounted_app_answers_its_own_404(host: tuple[ThreadServer, httpx.Client]
     assert outside.headers["content-type"] == "application/problem+json"
 
 
-def test_fastapi_app_mounted(host: tuple[ThreadServer, httpx.Client]) -> None:
+def test_fastapi_app_mounted(host: tuple[BackgroundServer, httpx.Client]) -> None:
     server, client = host
     response = client.get("/api/items/5")
     assert response.status_code == 200, response.text
@@ -185,7 +186,7 @@ def outer_starlette(gateway: Gateway) -> Starlette:
 
 def test_gateway_mounted_in_starlette() -> None:
     gateway = Host()
-    with ThreadServer(outer_starlette(gateway)) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(outer_starlette(gateway)) as server, httpx.Client(base_url=server.url) as client:
         assert gateway.started == 1
         response = client.get("/gw/hello/ann")
         assert response.status_code == 200, response.text
@@ -203,7 +204,7 @@ def test_gateway_mounted_in_starlette() -> None:
 
 def test_app_mounted_in_a_gateway_mounted_in_starlette() -> None:
     gateway = Host()
-    with ThreadServer(outer_starlette(gateway)) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(outer_starlette(gateway)) as server, httpx.Client(base_url=server.url) as client:
         response = client.get("/gw/sub/items/4")
         assert response.status_code == 200, response.text
         data = response.json()
@@ -224,7 +225,7 @@ def test_gateway_mounted_in_fastapi() -> None:
         return {"status": "up"}
 
     app.mount("/gw", gateway)
-    with ThreadServer(app) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
         assert gateway.started == 1
         response = client.get("/gw/hello/bo")
         assert response.status_code == 200, response.text
@@ -249,7 +250,7 @@ def test_parent_url_for_still_works_with_a_gateway_mounted() -> None:
                 StarletteRoute("/links", links)],
         lifespan=gateway.lifespan,
     )
-    with ThreadServer(app) as server:
+    with BackgroundServer(app) as server:
         response = httpx.get(server.url + "/links")
     assert response.status_code == 200
     assert response.text == f"{server.url}/home"

@@ -14,10 +14,11 @@ import orjson
 import pytest
 
 from asgigate import AccessLog, Direct, Gateway, Proxy, Route, Upstream
+from asgigate.testing import BackgroundServer
 from asgigate.types import ASGIApp
 
 from apps.upstream import app as sample_upstream
-from servers import ThreadServer, free_port, wait_until
+from servers import free_port, wait_until
 
 
 class Records(logging.Handler):
@@ -59,7 +60,7 @@ def wait_for(records: Records, count: int) -> None:
 
 
 def test_one_json_line_per_request(access_log: Records) -> None:
-    with ThreadServer(LoggedGateway("http://backend.internal", app=sample_upstream)) as server:
+    with BackgroundServer(LoggedGateway("http://backend.internal", app=sample_upstream)) as server:
         ok = httpx.get(f"{server.url}/ok")
         proxied = httpx.post(f"{server.url}/up/echo", content=b"12345")
         missing = httpx.get(f"{server.url}/missing")
@@ -78,7 +79,7 @@ def test_one_json_line_per_request(access_log: Records) -> None:
 
 
 def test_upstream_failure_is_logged_with_its_reason(access_log: Records) -> None:
-    with ThreadServer(LoggedGateway(f"http://127.0.0.1:{free_port()}")) as server:
+    with BackgroundServer(LoggedGateway(f"http://127.0.0.1:{free_port()}")) as server:
         response = httpx.get(f"{server.url}/up/x")
         wait_for(access_log, 1)
     assert response.status_code == 502
@@ -87,7 +88,7 @@ def test_upstream_failure_is_logged_with_its_reason(access_log: Records) -> None
 
 
 def test_dns_failure_is_502(access_log: Records) -> None:
-    with ThreadServer(LoggedGateway("http://no-such-host.invalid")) as server:
+    with BackgroundServer(LoggedGateway("http://no-such-host.invalid")) as server:
         response = httpx.get(f"{server.url}/up/x", timeout=30)
     assert response.status_code == 502
     assert response.json()["code"] == "upstream_connect_failed"
@@ -101,7 +102,7 @@ def test_access_log_off_logs_nothing(access_log: Records) -> None:
         def routes(self) -> list[Route]:
             return [Route("/ok", Direct(text="fine"))]
 
-    with ThreadServer(Quiet()) as server:
+    with BackgroundServer(Quiet()) as server:
         assert httpx.get(f"{server.url}/ok").status_code == 200
         assert httpx.get(f"{server.url}/nope").status_code == 404
         time.sleep(0.1)
@@ -117,7 +118,7 @@ def test_buffered_access_log_writes_the_same_lines(tmp_path: Path) -> None:
             super().__init__("http://backend.internal", app=sample_upstream)
             self.access_log_sink = sink
 
-    with ThreadServer(Buffered()) as server:
+    with BackgroundServer(Buffered()) as server:
         ok = httpx.get(f"{server.url}/ok")
         missing = httpx.get(f"{server.url}/missing")
         wait_until(lambda: path.read_bytes().count(b"\n") >= 2)

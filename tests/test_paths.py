@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from asgigate import ConfigurationError, Exchange, Forbidden, Gateway, InvalidPath, Policy, Proxy, Route, Upstream
 from asgigate._paths import CONVERTORS, MAX_DIGITS, MAX_SHARED_SEGMENT, SEP, PathTemplate, encode, normalize
 from asgigate.responses import JSONResponse
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, raw_get
+from servers import raw_get
 
 # --- normalize ------------------------------------------------------------------------------------------------
 
@@ -331,8 +332,8 @@ class Guarded(Gateway):
 
 
 @pytest.fixture(scope="module")
-def guarded() -> Iterator[ThreadServer]:
-    with ThreadServer(Guarded(access_log=False)) as server:
+def guarded() -> Iterator[BackgroundServer]:
+    with BackgroundServer(Guarded(access_log=False)) as server:
         yield server
 
 
@@ -362,7 +363,7 @@ def body_of(response: bytes) -> Any:
         ("/%2e%2e/admin/x", 400),
     ],
 )
-def test_traversal_never_bypasses_the_admin_policy(guarded: ThreadServer, target: str, status: int) -> None:
+def test_traversal_never_bypasses_the_admin_policy(guarded: BackgroundServer, target: str, status: int) -> None:
     got, response = raw_get(guarded.port, target)
     assert got == status, response
     problem = body_of(response)
@@ -371,13 +372,13 @@ def test_traversal_never_bypasses_the_admin_policy(guarded: ThreadServer, target
 
 
 @pytest.mark.parametrize("target", ["/public/.%2e/admin", "/public/%2e%2e/admin"])
-def test_traversal_to_the_admin_root_does_not_reach_public(guarded: ThreadServer, target: str) -> None:
+def test_traversal_to_the_admin_root_does_not_reach_public(guarded: BackgroundServer, target: str) -> None:
     status, response = raw_get(guarded.port, target)
     assert status in (400, 403, 404), response
     assert b'"route":"public"' not in response
 
 
-def test_legitimate_paths_reach_public_with_what_was_matched(guarded: ThreadServer) -> None:
+def test_legitimate_paths_reach_public_with_what_was_matched(guarded: BackgroundServer) -> None:
     status, response = raw_get(guarded.port, "/public/a//b/./c%2Fd/%2e%2e/e")
     assert status == 200, response
     data = body_of(response)
@@ -406,8 +407,8 @@ class Forwarding(Gateway):
 
 
 @pytest.fixture(scope="module")
-def forwarding(upstream: ThreadServer) -> Iterator[ThreadServer]:
-    with ThreadServer(Forwarding(upstream.url)) as server:
+def forwarding(upstream: BackgroundServer) -> Iterator[BackgroundServer]:
+    with BackgroundServer(Forwarding(upstream.url)) as server:
         yield server
 
 
@@ -422,7 +423,7 @@ def forwarding(upstream: ThreadServer) -> Iterator[ThreadServer]:
         ("/api/a%3Fb", "/a%3Fb", "/a?b"),
     ],
 )
-def test_upstream_sees_the_canonical_path(forwarding: ThreadServer, target: str, raw_path: str, path: str) -> None:
+def test_upstream_sees_the_canonical_path(forwarding: BackgroundServer, target: str, raw_path: str, path: str) -> None:
     status, response = raw_get(forwarding.port, target)
     assert status == 200, response
     data = body_of(response)

@@ -25,9 +25,10 @@ from asgigate import (
 )
 from asgigate.exchange import SCOPE_KEY
 from asgigate.responses import JSONResponse
+from asgigate.testing import BackgroundServer
 from asgigate.types import ASGIApp, Message, Receive, Scope, Send
 
-from servers import ThreadServer, raw_get
+from servers import raw_get
 
 
 def add_trace(headers: Any, label: str) -> None:
@@ -176,7 +177,7 @@ class Chains(Gateway):
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with ThreadServer(Chains(access_log=False)) as server, httpx.Client(base_url=server.url) as http:
+    with BackgroundServer(Chains(access_log=False)) as server, httpx.Client(base_url=server.url) as http:
         yield http
 
 
@@ -237,7 +238,7 @@ def test_unexpected_exception_is_a_500_without_traceback(client: httpx.Client) -
 
 
 def test_debug_puts_the_traceback_in_detail() -> None:
-    with ThreadServer(Chains(access_log=False, debug=True)) as server:
+    with BackgroundServer(Chains(access_log=False, debug=True)) as server:
         response = httpx.get(server.url + "/g/target-crashes")
     assert response.status_code == 500
     detail = response.json()["detail"]

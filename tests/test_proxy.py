@@ -15,9 +15,10 @@ import orjson
 import pytest
 
 from asgigate import BadRequest, Exchange, Gateway, Proxy, Route, Upstream
+from asgigate.testing import BackgroundServer
 
 from rawupstream import RawUpstream
-from servers import ThreadServer, free_port, raw_request, wait_until
+from servers import free_port, raw_request, wait_until
 
 
 class ProxyGateway(Gateway):
@@ -37,14 +38,14 @@ class ProxyGateway(Gateway):
 
 
 @pytest.fixture(scope="module")
-def gateway(upstream: ThreadServer) -> Iterator[ThreadServer]:
-    with ThreadServer(ProxyGateway(upstream.url)) as server:
+def gateway(upstream: BackgroundServer) -> Iterator[BackgroundServer]:
+    with BackgroundServer(ProxyGateway(upstream.url)) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def trusting_gateway(upstream: ThreadServer) -> Iterator[ThreadServer]:
-    with ThreadServer(ProxyGateway(upstream.url, trusted_proxies=["127.0.0.1"])) as server:
+def trusting_gateway(upstream: BackgroundServer) -> Iterator[BackgroundServer]:
+    with BackgroundServer(ProxyGateway(upstream.url, trusted_proxies=["127.0.0.1"])) as server:
         yield server
 
 
@@ -61,7 +62,7 @@ def upstream_headers(data: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def test_forwards_method_path_and_query_byte_for_byte(gateway: ThreadServer) -> None:
+def test_forwards_method_path_and_query_byte_for_byte(gateway: BackgroundServer) -> None:
     response = raw_request(
         gateway.port,
         b"GET /api/echo/a%20b?x=%2F&y=1&x=2&flag&e=%E2%82%AC HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n",
@@ -74,7 +75,7 @@ def test_forwards_method_path_and_query_byte_for_byte(gateway: ThreadServer) -> 
     assert data["method"] == "GET"
 
 
-def test_path_template_and_host(gateway: ThreadServer, upstream: ThreadServer) -> None:
+def test_path_template_and_host(gateway: BackgroundServer, upstream: BackgroundServer) -> None:
     data = echo(httpx.get(f"{gateway.url}/users/42"))
     assert data["path"] == "/echo/people/42"
     assert upstream_headers(data)["host"] == [f"127.0.0.1:{upstream.port}"]
@@ -82,7 +83,7 @@ def test_path_template_and_host(gateway: ThreadServer, upstream: ThreadServer) -
     assert upstream_headers(preserved)["host"] == ["edge.example"]
 
 
-def test_hop_by_hop_request_headers_are_removed(gateway: ThreadServer) -> None:
+def test_hop_by_hop_request_headers_are_removed(gateway: BackgroundServer) -> None:
     data = echo(
         httpx.get(
             f"{gateway.url}/api/echo",
@@ -102,7 +103,7 @@ def test_hop_by_hop_request_headers_are_removed(gateway: ThreadServer) -> None:
     assert headers["x-end-to-end"] == ["kept"]
 
 
-def test_hop_by_hop_response_headers_are_removed(gateway: ThreadServer) -> None:
+def test_hop_by_hop_response_headers_are_removed(gateway: BackgroundServer) -> None:
     response = httpx.get(f"{gateway.url}/api/hop")
     assert response.status_code == 200
     assert response.text == "ok"
@@ -111,7 +112,7 @@ def test_hop_by_hop_response_headers_are_removed(gateway: ThreadServer) -> None:
     assert response.headers["x-kept"] == "k"
 
 
-def test_forwarded_headers_from_untrusted_peer_are_replaced(gateway: ThreadServer) -> None:
+def test_forwarded_headers_from_untrusted_peer_are_replaced(gateway: BackgroundServer) -> None:
     data = echo(
         httpx.get(
             f"{gateway.url}/api/echo",
@@ -125,7 +126,7 @@ def test_forwarded_headers_from_untrusted_peer_are_replaced(gateway: ThreadServe
     assert headers["forwarded"] == ['for=127.0.0.1;proto=http;host="shop.example"']
 
 
-def test_forwarded_headers_from_trusted_peer_are_extended(trusting_gateway: ThreadServer) -> None:
+def test_forwarded_headers_from_trusted_peer_are_extended(trusting_gateway: BackgroundServer) -> None:
     data = echo(
         httpx.get(
             f"{trusting_gateway.url}/api/echo",
@@ -138,7 +139,7 @@ def test_forwarded_headers_from_trusted_peer_are_extended(trusting_gateway: Thre
     assert headers["forwarded"][0].startswith("for=203.0.113.9, for=127.0.0.1;proto=http")
 
 
-def test_request_id_is_sent_upstream_and_returned(gateway: ThreadServer) -> None:
+def test_request_id_is_sent_upstream_and_returned(gateway: BackgroundServer) -> None:
     response = httpx.get(f"{gateway.url}/api/echo", headers={"x-request-id": "forged"})
     request_id = response.headers["x-request-id"]
     assert request_id and request_id != "forged"
@@ -146,14 +147,14 @@ def test_request_id_is_sent_upstream_and_returned(gateway: ThreadServer) -> None
 
 
 @pytest.mark.parametrize("size", [0, 10, 70_000, 3 * 1024 * 1024])
-def test_request_bodies_with_content_length(gateway: ThreadServer, size: int) -> None:
+def test_request_bodies_with_content_length(gateway: BackgroundServer, size: int) -> None:
     body = os.urandom(size)
     data = echo(httpx.post(f"{gateway.url}/api/echo", content=body))
     assert data["body_size"] == size
     assert data["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
-def test_chunked_request_body(gateway: ThreadServer) -> None:
+def test_chunked_request_body(gateway: BackgroundServer) -> None:
     parts = [os.urandom(50_000) for _ in range(20)]
 
     def gen() -> Iterator[bytes]:
@@ -166,7 +167,7 @@ def test_chunked_request_body(gateway: ThreadServer) -> None:
     assert "chunked" in upstream_headers(data).get("transfer-encoding", [""])[0]
 
 
-def test_streamed_response(gateway: ThreadServer) -> None:
+def test_streamed_response(gateway: BackgroundServer) -> None:
     with httpx.stream("GET", f"{gateway.url}/api/stream?chunks=50&size=10000") as response:
         assert response.status_code == 200
         body = b"".join(response.iter_bytes())
@@ -174,7 +175,7 @@ def test_streamed_response(gateway: ThreadServer) -> None:
     assert body[:10000] == b"A" * 10000
 
 
-def test_event_stream_is_flushed_as_it_arrives(gateway: ThreadServer) -> None:
+def test_event_stream_is_flushed_as_it_arrives(gateway: BackgroundServer) -> None:
     arrivals = []
     start = time.monotonic()
     # Events 1 s apart: a loaded machine's delays stay far below the gap that buffering one event would add.
@@ -189,7 +190,7 @@ def test_event_stream_is_flushed_as_it_arrives(gateway: ThreadServer) -> None:
     assert arrivals[2] - arrivals[0] > 1.5
 
 
-def test_compressed_body_passes_through_untouched(gateway: ThreadServer) -> None:
+def test_compressed_body_passes_through_untouched(gateway: BackgroundServer) -> None:
     with httpx.stream("GET", f"{gateway.url}/api/gzip", headers={"accept-encoding": "gzip"}) as response:
         raw = b"".join(response.iter_raw())
     assert response.headers["content-encoding"] == "gzip"
@@ -197,7 +198,7 @@ def test_compressed_body_passes_through_untouched(gateway: ThreadServer) -> None
     assert int(response.headers["content-length"]) == len(raw)
 
 
-def test_upstream_status_and_head(gateway: ThreadServer) -> None:
+def test_upstream_status_and_head(gateway: BackgroundServer) -> None:
     assert httpx.get(f"{gateway.url}/api/status/418").status_code == 418
     response = httpx.head(f"{gateway.url}/api/bytes?n=5000")
     assert response.status_code == 200
@@ -207,8 +208,8 @@ def test_upstream_status_and_head(gateway: ThreadServer) -> None:
     assert len(httpx.get(f"{gateway.url}/api/bytes?n=5000").content) == 5000
 
 
-def test_connect_refused_is_502(upstream: ThreadServer) -> None:
-    with ThreadServer(ProxyGateway(f"http://127.0.0.1:{free_port()}")) as server:
+def test_connect_refused_is_502(upstream: BackgroundServer) -> None:
+    with BackgroundServer(ProxyGateway(f"http://127.0.0.1:{free_port()}")) as server:
         response = httpx.get(f"{server.url}/api/echo")
     assert response.status_code == 502
     problem = response.json()
@@ -218,7 +219,7 @@ def test_connect_refused_is_502(upstream: ThreadServer) -> None:
     assert "Traceback" not in response.text and "127.0.0.1" not in response.text
 
 
-def test_read_timeout_is_504(gateway: ThreadServer) -> None:
+def test_read_timeout_is_504(gateway: BackgroundServer) -> None:
     started = time.monotonic()
     response = httpx.get(f"{gateway.url}/quick/slow?delay=5", timeout=10)
     assert response.status_code == 504
@@ -226,26 +227,26 @@ def test_read_timeout_is_504(gateway: ThreadServer) -> None:
     assert time.monotonic() - started < 4  # the 0.3 s read timeout, not the upstream's 5 s
 
 
-def test_total_timeout_is_504(gateway: ThreadServer) -> None:
+def test_total_timeout_is_504(gateway: BackgroundServer) -> None:
     response = httpx.get(f"{gateway.url}/bounded/slow?delay=3")
     assert response.status_code == 504
     assert response.json()["code"] == "upstream_timeout"
 
 
-def test_total_timeout_mid_stream_aborts(gateway: ThreadServer) -> None:
+def test_total_timeout_mid_stream_aborts(gateway: BackgroundServer) -> None:
     with pytest.raises(httpx.RemoteProtocolError):
         with httpx.stream("GET", f"{gateway.url}/bounded/stream?chunks=50&size=100&delay=0.1") as response:
             b"".join(response.iter_bytes())
 
 
-def test_body_over_limit_is_413_before_anything_is_sent(gateway: ThreadServer, upstream: ThreadServer) -> None:
+def test_body_over_limit_is_413_before_anything_is_sent(gateway: BackgroundServer, upstream: BackgroundServer) -> None:
     response = httpx.post(f"{gateway.url}/limited/echo", content=b"x" * 5000)
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
     assert echo(httpx.post(f"{gateway.url}/limited/echo", content=b"x" * 1000))["body_size"] == 1000
 
 
-def test_chunked_body_over_limit_is_413(gateway: ThreadServer) -> None:
+def test_chunked_body_over_limit_is_413(gateway: BackgroundServer) -> None:
     def gen() -> Iterator[bytes]:
         for _ in range(10):
             yield b"y" * 400
@@ -256,7 +257,7 @@ def test_chunked_body_over_limit_is_413(gateway: ThreadServer) -> None:
 
 def test_upstream_dying_mid_body_aborts_the_client_connection() -> None:
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: text/plain\r\n\r\n" + b"z" * 5000
-    with RawUpstream(reply) as bad, ThreadServer(ProxyGateway(bad.url)) as server:
+    with RawUpstream(reply) as bad, BackgroundServer(ProxyGateway(bad.url)) as server:
         with pytest.raises(httpx.RemoteProtocolError):
             with httpx.stream("GET", f"{server.url}/api/x") as response:
                 assert response.status_code == 200
@@ -270,15 +271,15 @@ def test_upstream_dying_mid_body_aborts_the_client_connection() -> None:
 
 
 def test_malformed_upstream_response_is_502() -> None:
-    with RawUpstream(b"NOT HTTP AT ALL\r\n\r\n") as bad, ThreadServer(ProxyGateway(bad.url)) as server:
+    with RawUpstream(b"NOT HTTP AT ALL\r\n\r\n") as bad, BackgroundServer(ProxyGateway(bad.url)) as server:
         response = httpx.get(f"{server.url}/api/x")
     assert response.status_code == 502
     assert response.json()["code"] == "upstream_protocol_error"
 
 
-def test_client_disconnect_cancels_the_upstream_request(upstream: ThreadServer) -> None:
+def test_client_disconnect_cancels_the_upstream_request(upstream: BackgroundServer) -> None:
     gateway = ProxyGateway(upstream.url)
-    with ThreadServer(gateway) as server:
+    with BackgroundServer(gateway) as server:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"GET /api/stream?chunks=200&size=1000&delay=0.05 HTTP/1.1\r\nHost: t\r\n\r\n")
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
@@ -290,9 +291,9 @@ def test_client_disconnect_cancels_the_upstream_request(upstream: ThreadServer) 
         assert httpx.get(f"{server.url}/api/echo").status_code == 200
 
 
-def test_keep_alive_connections_are_reused(upstream: ThreadServer) -> None:
+def test_keep_alive_connections_are_reused(upstream: BackgroundServer) -> None:
     gateway = ProxyGateway(upstream.url)
-    with ThreadServer(gateway) as server, httpx.Client() as client:
+    with BackgroundServer(gateway) as server, httpx.Client() as client:
         for _ in range(20):
             assert client.get(f"{server.url}/api/echo").status_code == 200
         # The client can have the last byte before the gateway has parked the connection: wait for that.
@@ -302,7 +303,7 @@ def test_keep_alive_connections_are_reused(upstream: ThreadServer) -> None:
         assert pool.idle_count == 1
 
 
-def test_reply_carries_one_date_and_one_server_header(gateway: ThreadServer) -> None:
+def test_reply_carries_one_date_and_one_server_header(gateway: BackgroundServer) -> None:
     response = httpx.get(f"{gateway.url}/api/echo")
     assert len(response.headers.get_list("date")) == 1
     assert response.headers.get_list("server") == ["uvicorn"]
@@ -328,7 +329,7 @@ def test_route_connect_timeout_overrides_the_upstream() -> None:
                 return [Route("/{rest:path}", Proxy(self.backend, timeout=httpx.Timeout(5.0, connect=0.3)))]
 
         try:
-            with ThreadServer(Hanging()) as server:
+            with BackgroundServer(Hanging()) as server:
                 started = time.monotonic()
                 response = httpx.get(f"{server.url}/x", timeout=10)
                 elapsed = time.monotonic() - started
@@ -351,7 +352,7 @@ def test_a_content_length_that_is_no_length_is_a_400(value: bytes) -> None:
 
 
 
-def test_two_host_headers_are_a_400(gateway: ThreadServer) -> None:
+def test_two_host_headers_are_a_400(gateway: BackgroundServer) -> None:
     """RFC 9112 3.2: the gateway would route and forward by one, an upstream might read the other."""
     for path in (b"/api/echo", b"/host/echo"):
         response = raw_request(
@@ -370,7 +371,7 @@ def test_a_host_predicate_refuses_two_host_headers() -> None:
 
             return [Route("/", Direct(text="admin"), host="admin.test"), Route("/", Direct(text="public"))]
 
-    with ThreadServer(ByHost()) as server:
+    with BackgroundServer(ByHost()) as server:
         for hosts in (b"Host: admin.test\r\nHost: www.test\r\n", b"Host: www.test\r\nHost: admin.test\r\n"):
             response = raw_request(server.port, b"GET / HTTP/1.1\r\n" + hosts + b"Connection: close\r\n\r\n")
             assert response.startswith(b"HTTP/1.1 400"), response
@@ -378,7 +379,7 @@ def test_a_host_predicate_refuses_two_host_headers() -> None:
         assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"admin")
 
 
-def test_connect_is_not_tunnelled(gateway: ThreadServer, upstream: ThreadServer) -> None:
+def test_connect_is_not_tunnelled(gateway: BackgroundServer, upstream: BackgroundServer) -> None:
     """A 2xx to CONNECT would make the server treat the connection as a tunnel: the proxy refuses it."""
     response = raw_request(gateway.port, b"CONNECT /api/echo HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n")
     head, _, body = response.partition(b"\r\n\r\n")
@@ -387,7 +388,7 @@ def test_connect_is_not_tunnelled(gateway: ThreadServer, upstream: ThreadServer)
     assert orjson.loads(body)["code"] == "method_not_allowed"
 
 
-def test_a_proxy_route_for_connect_is_a_configuration_error(upstream: ThreadServer) -> None:
+def test_a_proxy_route_for_connect_is_a_configuration_error(upstream: BackgroundServer) -> None:
     from asgigate import ConfigurationError
 
     class Tunnel(Gateway):

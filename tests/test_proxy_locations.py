@@ -17,8 +17,9 @@ from starlette.routing import Mount as StarletteMount
 
 from asgigate import ConfigurationError, Gateway, Proxy, Route, Upstream
 from asgigate.exchange import Exchange
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, raw_request
+from servers import raw_request
 
 
 async def redirecting(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -77,48 +78,48 @@ class LocationGateway(Gateway):
 
 
 @pytest.fixture(scope="module")
-def upstream_server() -> Iterator[ThreadServer]:
-    with ThreadServer(redirecting) as server:
+def upstream_server() -> Iterator[BackgroundServer]:
+    with BackgroundServer(redirecting) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def gateway(upstream_server: ThreadServer) -> Iterator[ThreadServer]:
-    with ThreadServer(LocationGateway(upstream_server.url)) as server:
+def gateway(upstream_server: BackgroundServer) -> Iterator[BackgroundServer]:
+    with BackgroundServer(LocationGateway(upstream_server.url)) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def trusting(upstream_server: ThreadServer) -> Iterator[ThreadServer]:
-    with ThreadServer(LocationGateway(upstream_server.url, trusted_proxies=["127.0.0.1"])) as server:
+def trusting(upstream_server: BackgroundServer) -> Iterator[BackgroundServer]:
+    with BackgroundServer(LocationGateway(upstream_server.url, trusted_proxies=["127.0.0.1"])) as server:
         yield server
 
 
-def location(server: ThreadServer, target: str, header: str = "location", **headers: str) -> str | None:
+def location(server: BackgroundServer, target: str, header: str = "location", **headers: str) -> str | None:
     response = httpx.get(server.url + target, headers=headers, follow_redirects=False, timeout=10)
     value: str | None = response.headers.get(header)
     return value
 
 
-def test_strip_prefix_is_put_back(gateway: ThreadServer) -> None:
+def test_strip_prefix_is_put_back(gateway: BackgroundServer) -> None:
     assert location(gateway, "/v1/start?to=/get") == f"{gateway.url}/v1/get"
     to = quote("/a/b%2Fc?x=1%202#frag", safe="")  # the query and fragment of a location are kept as they are
     assert location(gateway, f"/v1/start?to={to}") == f"{gateway.url}/v1/a/b%2Fc?x=1%202#frag"
     assert location(gateway, "/v1/start?to=/") == f"{gateway.url}/v1/"
 
 
-def test_an_unrewritten_path_keeps_its_path(gateway: ThreadServer) -> None:
+def test_an_unrewritten_path_keeps_its_path(gateway: BackgroundServer) -> None:
     assert location(gateway, "/plain/start?to=/plain/next") == f"{gateway.url}/plain/next"
 
 
-def test_the_base_path_is_removed(gateway: ThreadServer) -> None:
+def test_the_base_path_is_removed(gateway: BackgroundServer) -> None:
     assert location(gateway, "/b/start?to=/base/get") == f"{gateway.url}/b/get"
     assert location(gateway, "/b/start?to=/base") == f"{gateway.url}/b/"
     # outside the base path nothing reverses the path: the client still never sees the upstream's address
     assert location(gateway, "/b/start?to=/basement/x") == f"{gateway.url}/basement/x"
 
 
-def test_a_templated_path_maps_back_to_the_route(gateway: ThreadServer) -> None:
+def test_a_templated_path_maps_back_to_the_route(gateway: BackgroundServer) -> None:
     assert location(gateway, "/users/7?to=/people/7/profile") == f"{gateway.url}/users/7"
     assert location(gateway, "/users/7?to=/people/8/profile") == f"{gateway.url}/users/8"
     # the route's other parameters keep this request's values
@@ -128,11 +129,13 @@ def test_a_templated_path_maps_back_to_the_route(gateway: ThreadServer) -> None:
     assert location(gateway, "/users/7?to=/elsewhere") == f"{gateway.url}/elsewhere"
 
 
-def test_content_location_too(gateway: ThreadServer) -> None:
+def test_content_location_too(gateway: BackgroundServer) -> None:
     assert location(gateway, "/v1/items?cl=/items/3", header="content-location") == f"{gateway.url}/v1/items/3"
 
 
-def test_relative_and_foreign_locations_pass_unchanged(gateway: ThreadServer, upstream_server: ThreadServer) -> None:
+def test_relative_and_foreign_locations_pass_unchanged(
+    gateway: BackgroundServer, upstream_server: BackgroundServer
+) -> None:
     assert location(gateway, "/v1/x?raw=/relative/path") == "/relative/path"
     assert location(gateway, "/v1/x?raw=next") == "next"
     assert location(gateway, "/v1/x?raw=http://other.example/get") == "http://other.example/get"
@@ -145,26 +148,28 @@ def test_relative_and_foreign_locations_pass_unchanged(gateway: ThreadServer, up
     assert location(gateway, f"/v1/x?raw=//127.0.0.1:{port}/get") == f"{gateway.url}/v1/get"
 
 
-def test_off(gateway: ThreadServer, upstream_server: ThreadServer) -> None:
+def test_off(gateway: BackgroundServer, upstream_server: BackgroundServer) -> None:
     assert location(gateway, "/off/x?to=/get") == f"{upstream_server.url}/get"
 
 
-def test_a_custom_mapping(gateway: ThreadServer) -> None:
+def test_a_custom_mapping(gateway: BackgroundServer) -> None:
     assert location(gateway, "/m/x?to=/get") == "https://public.example/m/get"
     assert location(gateway, "/m/x?raw=http://elsewhere.example/y") == "/from-elsewhere/y"
     assert location(gateway, "/m/x?raw=/relative") == "/relative"
 
 
-def test_a_custom_function(gateway: ThreadServer, upstream_server: ThreadServer) -> None:
+def test_a_custom_function(gateway: BackgroundServer, upstream_server: BackgroundServer) -> None:
     assert location(gateway, "/f/x?to=/get") == f"{upstream_server.url}/renamed;route=custom"
 
 
-def test_preserve_host_urls_built_from_the_host_sent(gateway: ThreadServer) -> None:
+def test_preserve_host_urls_built_from_the_host_sent(gateway: BackgroundServer) -> None:
     # the upstream saw the client's Host and built its URL from it, with its own path and scheme
     assert location(gateway, "/ph/x?to=/get&host=1", host="public.example") == "http://public.example/ph/get"
 
 
-def test_forwarded_proto_and_host_only_from_trusted_proxies(gateway: ThreadServer, trusting: ThreadServer) -> None:
+def test_forwarded_proto_and_host_only_from_trusted_proxies(
+    gateway: BackgroundServer, trusting: BackgroundServer
+) -> None:
     forwarded = {"x-forwarded-proto": "https", "x-forwarded-host": "public.example"}
     assert location(gateway, "/v1/x?to=/get", **forwarded) == f"{gateway.url}/v1/get"
     assert location(trusting, "/v1/x?to=/get", **forwarded) == "https://public.example/v1/get"
@@ -176,14 +181,14 @@ def test_forwarded_proto_and_host_only_from_trusted_proxies(gateway: ThreadServe
     assert location(trusting, "/v1/x?to=/get", **garbage) == f"{trusting.url}/v1/get"
 
 
-def test_without_a_host_header_the_servers_address(gateway: ThreadServer) -> None:
+def test_without_a_host_header_the_servers_address(gateway: BackgroundServer) -> None:
     reply = raw_request(gateway.port, b"GET /v1/x?to=/get HTTP/1.0\r\n\r\n")
     assert f"\r\nlocation: http://127.0.0.1:{gateway.port}/v1/get\r\n".encode() in reply
 
 
-def test_under_a_root_path(upstream_server: ThreadServer) -> None:
+def test_under_a_root_path(upstream_server: BackgroundServer) -> None:
     parent = Starlette(routes=[StarletteMount("/gw", app=LocationGateway(upstream_server.url))])
-    with ThreadServer(parent) as server:
+    with BackgroundServer(parent) as server:
         assert location(server, "/gw/v1/x?to=/get") == f"{server.url}/gw/v1/get"
 
 

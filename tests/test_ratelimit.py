@@ -38,8 +38,7 @@ from asgigate.policies.ratelimit import (
     by_route,
     by_subject,
 )
-
-from servers import ThreadServer
+from asgigate.testing import BackgroundServer
 
 
 class Consumer(Policy):
@@ -91,8 +90,8 @@ class Shop(Gateway):
 
 
 @pytest.fixture(scope="module")
-def shop(upstream: ThreadServer) -> Iterator[httpx.Client]:
-    with ThreadServer(Shop(upstream.url)) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+def shop(upstream: BackgroundServer) -> Iterator[httpx.Client]:
+    with BackgroundServer(Shop(upstream.url)) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
 
 
@@ -144,7 +143,7 @@ def test_header_sets_and_header_safe_names() -> None:
                     Route("/silent", Direct(text="s"), policies=[silent])]
 
     names = {"ratelimit", "ratelimit-policy", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
-    with ThreadServer(Headed()) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(Headed()) as server, httpx.Client(base_url=server.url) as client:
         reply = client.get("/ietf")
         assert names & set(reply.headers) == {"ratelimit", "ratelimit-policy"}
         assert reply.headers["ratelimit"] == '"5-per-minute";r=4;t=60'
@@ -226,7 +225,7 @@ def test_sliding_window_never_exceeds(shop: httpx.Client) -> None:
     assert statuses(shop, "/sliding", 4, headers={"x-api-key": "s"}) == [200, 200, 200, 429]
 
 
-def test_concurrency_limit_releases_on_every_ending(shop: httpx.Client, upstream: ThreadServer) -> None:
+def test_concurrency_limit_releases_on_every_ending(shop: httpx.Client, upstream: BackgroundServer) -> None:
     async def run() -> list[int]:
         async with httpx.AsyncClient(base_url=str(shop.base_url), timeout=10) as client:
             slow = [asyncio.create_task(client.get("/slow", params={"delay": "1.5"})) for _ in range(2)]
@@ -361,7 +360,7 @@ def test_charge_counts_a_computed_cost() -> None:
         def routes(self) -> list[Route]:
             return [Route("/work", expensive)]
 
-    with ThreadServer(Charged()) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(Charged()) as server, httpx.Client(base_url=server.url) as client:
         assert client.get("/work?cost=4").status_code == 200
         assert client.get("/work?cost=4").status_code == 200
         refused = client.get("/work?cost=4")  # 12 > 10

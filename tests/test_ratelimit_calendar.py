@@ -15,9 +15,9 @@ import pytest
 from asgigate import ConfigurationError, Direct, Gateway, RateLimit, Route
 from asgigate.policies.ratelimit import Limit, Plan, RateLimitStore, by_header
 from asgigate.policies.ratelimit.limits import calendar_period
+from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import ThreadServer
 from storeservers import MemcachedServer
 
 
@@ -86,7 +86,8 @@ def test_calendar_window_turns_over_on_the_clock_not_at_the_first_request() -> N
             return [Route("/calendar", Direct(text="c"), policies=[calendar]),
                     Route("/rolling", Direct(text="r"), policies=[rolling])]
 
-    with ThreadServer(Api(request_id=False, access_log=False)) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(Api(request_id=False, access_log=False)) as server, \
+            httpx.Client(base_url=server.url) as client:
         for attempt in range(3):  # a slow moment on a busy machine can push one round over a second boundary
             key = {"x-k": f"k{attempt}"}
             until_fraction(0.55, 0.65)
@@ -122,7 +123,8 @@ def test_daily_quota_in_memory_reports_midnight() -> None:
         def routes(self) -> list[Route]:
             return [Route("/x", Direct(text="x"), policies=[limit])]
 
-    with ThreadServer(Api(request_id=False, access_log=False)) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(Api(request_id=False, access_log=False)) as server, \
+            httpx.Client(base_url=server.url) as client:
         codes = [client.get("/x", headers={"x-k": "a"}).status_code for _ in range(3)]
         before = time.time()
         refused = client.get("/x", headers={"x-k": "a"})
@@ -159,7 +161,7 @@ def shared_store_round(uri: str) -> tuple[list[int], list[Any], float, RateLimit
 
         return Api(request_id=False, access_log=False)
 
-    with ThreadServer(api(limits[0])) as one, ThreadServer(api(limits[1])) as two:
+    with BackgroundServer(api(limits[0])) as one, BackgroundServer(api(limits[1])) as two:
         codes = [httpx.get(f"{server.url}/x", headers={"x-k": "a"}).status_code for server in (one, two, one, two)]
         now = time.time()
         refused = httpx.get(f"{two.url}/x", headers={"x-k": "a"})

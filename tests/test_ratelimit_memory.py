@@ -14,8 +14,9 @@ import pytest
 from asgigate import ConfigurationError, Direct, Exchange, Gateway, Metrics, RateLimit, Route
 from asgigate.policies.ratelimit import Limit, RateLimitStore, by_header
 from asgigate.policies.ratelimit._memory import COUNTER_BYTES, MemoryCounters
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, free_port, serve_process, uvicorn_cmd
+from servers import free_port, serve_process, uvicorn_cmd
 
 MiB = 1024 * 1024
 
@@ -133,7 +134,7 @@ def test_long_key_values_are_counted_by_their_digest() -> None:
             return [Route("/", Direct(text="ok"), policies=[limit])]
 
     long_value = "t" * 8000
-    with ThreadServer(G(request_id=False, access_log=False)) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(G(request_id=False, access_log=False)) as server, httpx.Client(base_url=server.url) as client:
         assert [client.get("/", headers={"x-tenant": long_value}).status_code for _ in range(3)] == [200, 200, 429]
         assert client.get("/", headers={"x-tenant": long_value[:-1] + "u"}).status_code == 200  # another value
         assert client.get("/", headers={"x-tenant": "short"}).status_code == 200
@@ -199,7 +200,7 @@ def test_evictions_are_a_metric() -> None:
         def routes(self) -> list[Route]:
             return [Route("/", Direct(text="ok"), policies=[limit]), Route("/metrics", metrics.endpoint())]
 
-    with ThreadServer(G(request_id=False, access_log=False, metrics=metrics)) as server, \
+    with BackgroundServer(G(request_id=False, access_log=False, metrics=metrics)) as server, \
             httpx.Client(base_url=server.url) as client:
         for index in range(400):
             assert client.get("/", headers={"x-tenant": f"tenant-{index}"}).status_code == 200

@@ -14,9 +14,10 @@ import pytest
 
 from asgigate import ConcurrencyLimit, Direct, Exchange, Gateway, JSONResponse, Proxy, RateLimit, Route, Upstream
 from asgigate.policies.ratelimit import Limit, RateLimitStore, by_header, by_route
+from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import ThreadServer, free_port, serve_process, uvicorn_cmd, wait_until
+from servers import free_port, serve_process, uvicorn_cmd, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +178,7 @@ def test_concurrency_shared_across_processes(redis: RedisServer) -> None:
     counting = CountingUpstream()
     lease = 1.0
     # graceful shutdown would wait for the requests of the crashed gateway, still sleeping in the upstream
-    with ThreadServer(counting, timeout_graceful_shutdown=0.2) as upstream, \
+    with BackgroundServer(counting, timeout_graceful_shutdown=0.2) as upstream, \
             concurrency_workers(redis, upstream.url, lease) as (urls, first, key):
 
         async def wave() -> list[int]:

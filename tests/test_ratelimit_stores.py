@@ -16,8 +16,8 @@ from starlette.responses import PlainTextResponse
 
 from asgigate import ConcurrencyLimit, ConfigurationError, Direct, Exchange, Gateway, RateLimit, Route
 from asgigate.policies.ratelimit import Limit, RateLimitStore, by_route
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer
 from storeservers import MemcachedServer, RedisCluster, RedisSentinel
 
 LIMIT = 20
@@ -74,7 +74,7 @@ def test_exact_across_two_gateways(store_uri: tuple[str, str]) -> None:
             found.setdefault(path, []).append(status)
         return found
 
-    with ThreadServer(first) as a, ThreadServer(second) as b:
+    with BackgroundServer(first) as a, BackgroundServer(second) as b:
         found = asyncio.run(hammer([a.url, b.url]))
     for store in (first_store, second_store):  # every decision was made in the shared store
         assert (store.failures, store.last_error) == (0, None)
@@ -132,7 +132,7 @@ def test_concurrency_slots_shared_by_two_gateways(store_uri: tuple[str, str]) ->
             for client in clients:
                 await client.aclose()
 
-    with ThreadServer(first) as a, ThreadServer(second) as b:
+    with BackgroundServer(first) as a, BackgroundServer(second) as b:
         statuses = asyncio.run(burst([a.url, b.url]))
     assert set(statuses) == {200, 429} and statuses.count(200) >= 2
     assert in_flight[1] == 2  # never more than the limit, across both gateways

@@ -152,8 +152,7 @@ def test_a_redis_rate_limit_counts_through_the_wire(redis: RedisServer) -> None:
 
     from asgigate import Direct, Gateway, RateLimit, Route
     from asgigate.policies.ratelimit import RateLimitStore
-
-    from servers import ThreadServer
+    from asgigate.testing import BackgroundServer
 
     store = RateLimitStore(redis.uri)
     limit = RateLimit("3/minute", store=store, name="wired")
@@ -162,7 +161,7 @@ def test_a_redis_rate_limit_counts_through_the_wire(redis: RedisServer) -> None:
         def routes(self) -> list[Route]:
             return [Route("/x", Direct(text="ok"), policies=[limit])]
 
-    with ThreadServer(Limited()) as server, httpx.Client(base_url=server.url) as client:
+    with BackgroundServer(Limited()) as server, httpx.Client(base_url=server.url) as client:
         statuses = [client.get("/x").status_code for _ in range(5)]
         reply = client.get("/x")
         assert store.wire is not None and store.wire._protocol is not None  # the wire carried the counting

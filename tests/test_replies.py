@@ -43,8 +43,9 @@ from asgigate import (
 )
 from asgigate._accept import negotiate
 from asgigate._templates import JSONTemplate, TemplateError, TextTemplate
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, free_port, raw_get
+from servers import free_port, raw_get
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 ENVELOPE = {
@@ -141,8 +142,8 @@ class Everything(Gateway):
 
 
 @pytest.fixture(scope="module")
-def everything(upstream: ThreadServer) -> Iterator[ThreadServer]:
-    with ThreadServer(Everything(upstream.url, f"http://127.0.0.1:{free_port()}")) as server:
+def everything(upstream: BackgroundServer) -> Iterator[BackgroundServer]:
+    with BackgroundServer(Everything(upstream.url, f"http://127.0.0.1:{free_port()}")) as server:
         yield server
 
 
@@ -164,7 +165,7 @@ CASES = [
 
 @pytest.mark.parametrize(("method", "path", "headers", "body", "status", "code"), CASES, ids=[c[1] for c in CASES])
 def test_one_setting_shapes_every_gateway_reply(
-    everything: ThreadServer, method: str, path: str, headers: dict[str, str], body: bytes | None, status: int,
+    everything: BackgroundServer, method: str, path: str, headers: dict[str, str], body: bytes | None, status: int,
     code: str,
 ) -> None:
     response = httpx.request(method, everything.url + path, headers=headers, content=body, timeout=10)
@@ -181,7 +182,7 @@ def test_one_setting_shapes_every_gateway_reply(
     assert "secret-internal-state" not in response.text
 
 
-def test_one_setting_shapes_refused_paths(everything: ThreadServer) -> None:
+def test_one_setting_shapes_refused_paths(everything: BackgroundServer) -> None:
     status, raw = raw_get(everything.port, "/a/..%2F..%2Fetc")
     assert status == 400
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -189,7 +190,7 @@ def test_one_setting_shapes_refused_paths(everything: ThreadServer) -> None:
     assert orjson.loads(body)["error"]["code"] == "invalid_path"
 
 
-def test_placeholders_carry_route_and_retry_after(everything: ThreadServer) -> None:
+def test_placeholders_carry_route_and_retry_after(everything: BackgroundServer) -> None:
     error = httpx.get(everything.url + "/throttled").json()["error"]
     assert (error["route"], error["retry_after"], error["message"]) == ("/throttled", 7, "Slow down.")
     error = httpx.get(everything.url + "/maintenance").json()["error"]
@@ -198,7 +199,7 @@ def test_placeholders_carry_route_and_retry_after(everything: ThreadServer) -> N
     assert (error["route"], error["retry_after"], error["message"]) == (None, None, "Not Found")
 
 
-def test_reasons_land_in_the_access_log(everything: ThreadServer, access_log: Records) -> None:
+def test_reasons_land_in_the_access_log(everything: BackgroundServer, access_log: Records) -> None:
     ids = [httpx.get(everything.url + path, timeout=10).headers["x-request-id"]
            for path in ("/nowhere", "/slow?delay=2", "/fault", "/maintenance")]
     lines = access_log.wait_for(ids)
@@ -208,7 +209,7 @@ def test_reasons_land_in_the_access_log(everything: ThreadServer, access_log: Re
 
 
 def test_user_code_exception_is_500_in_the_users_format(
-    everything: ThreadServer, caplog: pytest.LogCaptureFixture
+    everything: BackgroundServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="asgigate"):
         response = httpx.get(everything.url + "/crash")
@@ -222,8 +223,8 @@ def test_user_code_exception_is_500_in_the_users_format(
     assert "secret-internal-state" in str(logged[0].exc_info[1])
 
 
-def test_debug_mode_shows_the_traceback(upstream: ThreadServer) -> None:
-    with ThreadServer(Everything(upstream.url, "http://127.0.0.1:9", debug=True)) as server:
+def test_debug_mode_shows_the_traceback(upstream: BackgroundServer) -> None:
+    with BackgroundServer(Everything(upstream.url, "http://127.0.0.1:9", debug=True)) as server:
         response = httpx.get(server.url + "/crash")
     assert response.status_code == 500
     message = response.json()["error"]["message"]
@@ -257,8 +258,8 @@ class Formats(Gateway):
 
 
 @pytest.fixture(scope="module")
-def formats() -> Iterator[ThreadServer]:
-    with ThreadServer(Formats()) as server:
+def formats() -> Iterator[BackgroundServer]:
+    with BackgroundServer(Formats()) as server:
         yield server
 
 
@@ -281,7 +282,7 @@ def formats() -> Iterator[ThreadServer]:
         ("garbage;;,", "application/json"),
     ],
 )
-def test_negotiation_picks_the_format(formats: ThreadServer, accept: str | None, content_type: str) -> None:
+def test_negotiation_picks_the_format(formats: BackgroundServer, accept: str | None, content_type: str) -> None:
     headers = {"accept": accept} if accept is not None else {}
     response = httpx.get(formats.url + "/refuse", headers=headers)
     assert response.status_code == 403
@@ -289,7 +290,7 @@ def test_negotiation_picks_the_format(formats: ThreadServer, accept: str | None,
     assert "accept" in response.headers["vary"].lower()
 
 
-def test_each_format_renders_and_escapes(formats: ThreadServer) -> None:
+def test_each_format_renders_and_escapes(formats: BackgroundServer) -> None:
     url = formats.url + "/refuse"
     assert httpx.get(url).json() == {"code": "forbidden", "detail": "<script>alert(1)</script> & co"}
     html = httpx.get(url, headers={"accept": "text/html"})
@@ -305,7 +306,7 @@ def test_each_format_renders_and_escapes(formats: ThreadServer) -> None:
 
 
 @pytest.mark.parametrize("accept", ["application/json", "text/html", "text/plain", "application/xml"])
-def test_protocol_headers_survive_every_format(formats: ThreadServer, accept: str) -> None:
+def test_protocol_headers_survive_every_format(formats: BackgroundServer, accept: str) -> None:
     throttled_reply = httpx.get(formats.url + "/throttled", headers={"accept": accept})
     assert throttled_reply.status_code == 429
     assert throttled_reply.headers["retry-after"] == "7"
@@ -326,7 +327,7 @@ class Plain(Gateway):
 
 
 def test_builtin_reply_is_problem_json_or_a_page_for_browsers() -> None:
-    with ThreadServer(Plain()) as server:
+    with BackgroundServer(Plain()) as server:
         api = httpx.get(server.url + "/missing")
         page = httpx.get(server.url + "/missing", headers={"accept": BROWSER})
         refused = httpx.get(server.url + "/refuse", headers={"accept": BROWSER})
@@ -349,7 +350,7 @@ class JSONOnly(Gateway):
 
 
 def test_html_false_gives_browsers_json_too() -> None:
-    with ThreadServer(JSONOnly()) as server:
+    with BackgroundServer(JSONOnly()) as server:
         response = httpx.get(server.url + "/missing", headers={"accept": BROWSER})
     assert response.headers.get_list("content-type") == ["application/vnd.shop.error+json"]  # a header replaces it
     assert response.json() == {"oops": "no_route"}
@@ -412,12 +413,12 @@ class Layered(Gateway):
 
 
 @pytest.fixture(scope="module")
-def layered() -> Iterator[ThreadServer]:
-    with ThreadServer(Layered()) as server:
+def layered() -> Iterator[BackgroundServer]:
+    with BackgroundServer(Layered()) as server:
         yield server
 
 
-def test_gateway_level_rules(layered: ThreadServer) -> None:
+def test_gateway_level_rules(layered: BackgroundServer) -> None:
     assert httpx.get(layered.url + "/plain/refuse").json() == {"gw": "forbidden", "detail": "no"}
     crashed = httpx.get(layered.url + "/plain/crash")
     assert crashed.status_code == 500
@@ -427,34 +428,34 @@ def test_gateway_level_rules(layered: ThreadServer) -> None:
     assert "x-group" not in missing.headers
 
 
-def test_group_rules_win_over_the_gateways(layered: ThreadServer) -> None:
+def test_group_rules_win_over_the_gateways(layered: BackgroundServer) -> None:
     refused = httpx.get(layered.url + "/g/refuse")
     assert refused.status_code == 403
     assert refused.json() == {"group": "forbidden"}
     assert refused.headers["x-group"] == "4xx 403"  # the family rule adds its header to the status rule's body
 
 
-def test_formats_cascade_independently(layered: ThreadServer) -> None:
+def test_formats_cascade_independently(layered: BackgroundServer) -> None:
     # the group gave JSON only: a browser gets the gateway's HTML
     page = httpx.get(layered.url + "/g/refuse", headers={"accept": "text/html"})
     assert page.text == "<p>gw forbidden</p>"
     assert page.headers["x-group"] == "4xx 403"
 
 
-def test_route_rule_wins_and_keeps_the_rest(layered: ThreadServer) -> None:
+def test_route_rule_wins_and_keeps_the_rest(layered: BackgroundServer) -> None:
     own = httpx.get(layered.url + "/g/own")
     assert own.status_code == 451
     assert own.json() == {"group": "forbidden"}  # the body still comes from the group's 403 rule
     assert own.headers["x-group"] == "4xx 451"
 
 
-def test_nested_groups(layered: ThreadServer) -> None:
+def test_nested_groups(layered: BackgroundServer) -> None:
     inner = httpx.get(layered.url + "/g/inner/refuse")
     assert inner.json() == {"group": "forbidden"}
     assert (inner.headers["x-inner"], inner.headers["x-group"]) == ("yes", "4xx 403")
 
 
-def test_function_rules(layered: ThreadServer) -> None:
+def test_function_rules(layered: BackgroundServer) -> None:
     token = httpx.get(layered.url + "/g/token")
     assert (token.status_code, token.text) == (401, "token renderer: invalid_token 401")  # a base-class rule
     assert token.headers["www-authenticate"] == 'Bearer error="invalid_token"'  # added though the function forgot
@@ -467,7 +468,9 @@ def test_function_rules(layered: ThreadServer) -> None:
     assert scope.headers["www-authenticate"] == 'Bearer error="insufficient_scope", scope="admin"'
 
 
-def test_a_broken_renderer_falls_back_to_problem_json(layered: ThreadServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_broken_renderer_falls_back_to_problem_json(
+    layered: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR, logger="asgigate"):
         response = httpx.get(layered.url + "/plain/broken")
     assert response.status_code == 403
@@ -487,7 +490,7 @@ class Legacy(Gateway):
 
 
 def test_render_error_override_is_the_last_word() -> None:
-    with ThreadServer(Legacy()) as server:
+    with BackgroundServer(Legacy()) as server:
         assert httpx.get(server.url + "/x").text == "legacy no_route"
         assert httpx.get(server.url + "/x", headers={"accept": "text/plain"}).text == "legacy no_route"
         assert httpx.get(server.url + "/x", headers={"accept": BROWSER}).text == "<p>no_route</p>"

@@ -12,8 +12,9 @@ import pytest
 
 from asgigate import ConfigurationError, Direct, Exchange, Gateway, Group, Policy, ResponseHead, Route
 from asgigate.responses import JSONResponse
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, raw_get
+from servers import raw_get
 
 
 class Tag(Policy):
@@ -97,13 +98,13 @@ class Routed(Gateway):
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ThreadServer]:
-    with ThreadServer(Routed(access_log=False)) as running:
+def server() -> Iterator[BackgroundServer]:
+    with BackgroundServer(Routed(access_log=False)) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def client(server: ThreadServer) -> Iterator[httpx.Client]:
+def client(server: BackgroundServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url) as http:
         yield http
 
@@ -344,7 +345,7 @@ class Ids(Gateway):
 
 
 @pytest.fixture(scope="module")
-def id_servers() -> Iterator[dict[str, ThreadServer]]:
+def id_servers() -> Iterator[dict[str, BackgroundServer]]:
     gateways = {
         "default": Ids(access_log=False),
         "trusting": Ids(access_log=False, trust_request_id=True),
@@ -352,7 +353,7 @@ def id_servers() -> Iterator[dict[str, ThreadServer]]:
         "elsewhere": Ids(access_log=False, trusted_proxies=["10.0.0.0/8"]),
         "never": Ids(access_log=False, trusted_proxies=["127.0.0.1"], trust_request_id=False),
     }
-    servers = {name: ThreadServer(gateway) for name, gateway in gateways.items()}
+    servers = {name: BackgroundServer(gateway) for name, gateway in gateways.items()}
     for running in servers.values():
         running.__enter__()
     try:
@@ -362,7 +363,7 @@ def id_servers() -> Iterator[dict[str, ThreadServer]]:
             running.__exit__(None, None, None)
 
 
-def _id(server: ThreadServer, incoming: str | None = None) -> tuple[str, str]:
+def _id(server: BackgroundServer, incoming: str | None = None) -> tuple[str, str]:
     headers = {"x-request-id": incoming} if incoming is not None else {}
     response = httpx.get(server.url + "/id", headers=headers)
     assert response.status_code == 200
@@ -370,7 +371,7 @@ def _id(server: ThreadServer, incoming: str | None = None) -> tuple[str, str]:
     return response.headers["x-request-id"], response.json()["request_id"]
 
 
-def test_request_id_generated(id_servers: dict[str, ThreadServer]) -> None:
+def test_request_id_generated(id_servers: dict[str, BackgroundServer]) -> None:
     header, seen = _id(id_servers["default"])
     assert header == seen
     assert re.fullmatch(r"[0-9a-f]{24}", header)
@@ -378,25 +379,25 @@ def test_request_id_generated(id_servers: dict[str, ThreadServer]) -> None:
 
 
 @pytest.mark.parametrize("name", ["default", "elsewhere", "never"])
-def test_incoming_request_id_ignored_when_untrusted(id_servers: dict[str, ThreadServer], name: str) -> None:
+def test_incoming_request_id_ignored_when_untrusted(id_servers: dict[str, BackgroundServer], name: str) -> None:
     header, seen = _id(id_servers[name], "client-chosen-id")
     assert header == seen
     assert header != "client-chosen-id"
 
 
 @pytest.mark.parametrize("name", ["trusting", "proxied"])
-def test_incoming_request_id_kept_when_trusted(id_servers: dict[str, ThreadServer], name: str) -> None:
+def test_incoming_request_id_kept_when_trusted(id_servers: dict[str, BackgroundServer], name: str) -> None:
     assert _id(id_servers[name], "edge-7f3a:01/x+y=@z") == ("edge-7f3a:01/x+y=@z", "edge-7f3a:01/x+y=@z")
 
 
 @pytest.mark.parametrize("bad", ["has space", "x" * 129, "semi;colon", "quote\"d", "<script>"])
-def test_malformed_request_id_replaced(id_servers: dict[str, ThreadServer], bad: str) -> None:
+def test_malformed_request_id_replaced(id_servers: dict[str, BackgroundServer], bad: str) -> None:
     header, seen = _id(id_servers["trusting"], bad)
     assert header == seen
     assert re.fullmatch(r"[0-9a-f]{24}", header)
 
 
-def test_empty_request_id_replaced(id_servers: dict[str, ThreadServer]) -> None:
+def test_empty_request_id_replaced(id_servers: dict[str, BackgroundServer]) -> None:
     status, response = raw_get(id_servers["trusting"].port, "/id", "x-request-id: \r\n")
     assert status == 200
     assert re.search(rb"\r\nx-request-id: [0-9a-f]{24}\r\n", response), response
@@ -407,7 +408,7 @@ def test_reply_carries_exactly_one_request_id() -> None:
         def routes(self) -> list[Route]:
             return [Route("/x", Direct(text="x", headers={"X-Request-ID": "from-target"}))]
 
-    with ThreadServer(OwnId(access_log=False)) as running:
+    with BackgroundServer(OwnId(access_log=False)) as running:
         response = httpx.get(running.url + "/x")
     assert response.status_code == 200
     assert len(response.headers.get_list("x-request-id")) == 1
@@ -449,7 +450,7 @@ def test_a_route_can_claim_the_tables_misses_for_its_paths() -> None:
                 Route("/ns/open", Direct(text="open")),
             ]
 
-    with ThreadServer(Claiming(access_log=False)) as running:
+    with BackgroundServer(Claiming(access_log=False)) as running:
         # a 405 on the claiming route's path and a 404 under its prefix: the route's own errors= (its group's here)
         response = httpx.post(running.url + "/ns/item")
         assert (response.status_code, response.json(), response.headers["allow"]) == (

@@ -8,7 +8,9 @@ import os
 import httpx
 import pytest
 
-from servers import PYTHON, ThreadServer, free_port, serve_process, uvicorn_cmd
+from asgigate.testing import BackgroundServer
+
+from servers import PYTHON, free_port, serve_process, uvicorn_cmd
 
 
 def commands(server: str, port: int) -> list[str]:
@@ -22,7 +24,7 @@ def commands(server: str, port: int) -> list[str]:
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
-def test_gateway_under_each_server(server: str, upstream: ThreadServer) -> None:
+def test_gateway_under_each_server(server: str, upstream: BackgroundServer) -> None:
     port = free_port()
     with serve_process(commands(server, port), port, env={"UPSTREAM_URL": upstream.url}):
         base = f"http://127.0.0.1:{port}"

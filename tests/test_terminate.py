@@ -15,8 +15,9 @@ import pytest
 
 from asgigate import ConfigurationError, Direct, Gateway, Group, Reply, RequestTerminated, Route, Terminate
 from asgigate.policies._match import RequestMatch
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, wait_until
+from servers import wait_until
 
 NOW = datetime.now(UTC)
 MAINTENANCE = Terminate(503, "Down for maintenance.", reason="maintenance", except_clients=["198.51.100.0/24"],
@@ -55,7 +56,7 @@ class Shop(Gateway):
 
 @pytest.fixture(scope="module")
 def shop() -> Iterator[httpx.Client]:
-    with ThreadServer(Shop()) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+    with BackgroundServer(Shop()) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
 
 

@@ -13,8 +13,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from asgigate import Gateway, Proxy, Route, Upstream
+from asgigate.testing import BackgroundServer
 
-from servers import ThreadServer, free_port, logged_errors, wait_until
+from servers import free_port, logged_errors, wait_until
 
 
 class WsGateway(Gateway):
@@ -27,12 +28,12 @@ class WsGateway(Gateway):
 
 
 @pytest.fixture(scope="module")
-def gateway(upstream: ThreadServer) -> Iterator[ThreadServer]:
-    with ThreadServer(WsGateway(upstream.url)) as server:
+def gateway(upstream: BackgroundServer) -> Iterator[BackgroundServer]:
+    with BackgroundServer(WsGateway(upstream.url)) as server:
         yield server
 
 
-def test_text_binary_and_subprotocol(gateway: ThreadServer) -> None:
+def test_text_binary_and_subprotocol(gateway: BackgroundServer) -> None:
     async def run() -> None:
         async with connect(f"ws://127.0.0.1:{gateway.port}/ws/chat", subprotocols=["v2.chat"]) as ws:  # type: ignore[list-item]
             assert ws.subprotocol == "v2.chat"
@@ -44,7 +45,7 @@ def test_text_binary_and_subprotocol(gateway: ThreadServer) -> None:
     asyncio.run(run())
 
 
-def test_upstream_close_code_reaches_the_client(gateway: ThreadServer) -> None:
+def test_upstream_close_code_reaches_the_client(gateway: BackgroundServer) -> None:
     async def run() -> int | None:
         async with connect(f"ws://127.0.0.1:{gateway.port}/ws/chat") as ws:
             await ws.send("close")
@@ -56,7 +57,7 @@ def test_upstream_close_code_reaches_the_client(gateway: ThreadServer) -> None:
 
 
 def test_unreachable_upstream_refuses_the_handshake() -> None:
-    with ThreadServer(WsGateway(f"http://127.0.0.1:{free_port()}")) as server:
+    with BackgroundServer(WsGateway(f"http://127.0.0.1:{free_port()}")) as server:
 
         async def run() -> None:
             async with connect(f"ws://127.0.0.1:{server.port}/ws/chat"):
@@ -67,7 +68,7 @@ def test_unreachable_upstream_refuses_the_handshake() -> None:
 
 
 @pytest.mark.parametrize("close", [b"", b"\x03\xe8"], ids=["no code (1005)", "1000"])
-def test_a_client_closing_without_a_code_is_not_an_error(gateway: ThreadServer, close: bytes) -> None:
+def test_a_client_closing_without_a_code_is_not_an_error(gateway: BackgroundServer, close: bytes) -> None:
     # A close frame without a status code is reported to the app as 1005, a code no close frame may carry: the
     # upstream is closed normally instead, and nothing is logged as an error.
     with logged_errors() as errors, socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:

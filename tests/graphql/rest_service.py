@@ -1,6 +1,6 @@
 """A real REST backend for the GraphQL tests: users and their addresses, with call counting, delays and failures.
 
-Run alone: ``python tests/graphql/rest_service.py PORT``. In tests, `make_app()` is served by a ThreadServer and the
+Run alone: ``python tests/graphql/rest_service.py PORT``. In tests, `make_app()` is served by a BackgroundServer and the
 test reads `app.state.calls` (one entry per request: method, path, query string, Authorization header).
 """
 
