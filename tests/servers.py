@@ -77,6 +77,21 @@ def wait_until(condition: Callable[[], object], within: float = 10.0, interval: 
         time.sleep(interval)
 
 
+class ManualClock:
+    """A clock for a `clock=` setting that moves only when the test says: `advance(seconds)` instead of sleeping.
+
+    Starts at `start` (default: now, in Unix seconds, so it also stands in for `time.time`)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 async def wait_until_async(condition: Callable[[], object], within: float = 10.0, interval: float = 0.01) -> None:
     """`wait_until` inside an event loop (whose other tasks go on meanwhile)."""
     deadline = time.monotonic() + within

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from asgigate.policies.ratelimit import RateLimitStore
 from asgigate.testing import BackgroundServer
 from examples import api_gateway_jwt, custom_errors, quickstart, ratelimits, versioning, web_bff
 
-from servers import PYTHON, ROOT, free_port, serve_process
+from servers import PYTHON, ROOT, ManualClock, free_port, serve_process
 
 EXAMPLES = ROOT / "examples"
 
@@ -369,10 +370,10 @@ def test_api_gateway_jwt_script() -> None:
 
 
 def test_ratelimits_plans_and_quotas() -> None:
-    if 86400 - time.time() % 86400 < 30:
-        time.sleep(31)  # the daily quota turns over at midnight UTC: not in the middle of this test
+    # the gateway's counters on a clock the test moves: noon UTC, so the daily quota does not turn over meanwhile
+    clock = ManualClock(start=time.time() // 86400 * 86400 + 43200)
     with BackgroundServer(ratelimits.catalog_app) as catalog, \
-            BackgroundServer(ratelimits.build_gateway(catalog.url)) as gw:
+            BackgroundServer(ratelimits.PublicAPI(catalog.url, RateLimitStore(clock=clock))) as gw:
         with httpx.Client(base_url=gw.url, timeout=10) as client:
             assert client.get("/healthz").status_code == 200
             assert "ratelimit" not in client.get("/healthz").headers  # the route skips every RateLimit
@@ -383,18 +384,18 @@ def test_ratelimits_plans_and_quotas() -> None:
             assert first.headers["ratelimit-policy"] == '"2-per-second";q=2;w=1, "5-per-day";q=5;w=86400'
             statuses = [first.status_code]
             for _ in range(5):
-                time.sleep(0.6)  # under the free rate of 2/second: the daily quota is what stops it
+                clock.advance(0.6)  # under the free rate of 2/second: the daily quota is what stops it
                 statuses.append(client.get("/api/products", headers=free).status_code)
             assert statuses == [200] * 5 + [429]
-            time.sleep(0.6)
+            clock.advance(0.6)
             refused = client.get("/api/products", headers=free)
             body = problem(refused, 429, "quota_exceeded")
             assert body["title"] == "Quota Exceeded"
-            to_midnight = 86400 - time.time() % 86400  # the daily quota is a UTC calendar day
+            to_midnight = 86400 - clock() % 86400  # the daily quota is a UTC calendar day
             assert abs(int(refused.headers["retry-after"]) - to_midnight) <= 2
             pro = {"x-api-key": "pro-key"}
             assert [client.get("/api/products", headers=pro).status_code for _ in range(12)].count(429) >= 1
-            time.sleep(1.1)  # the pro rate (10/second) is over; its quota is not
+            clock.advance(1.1)  # the pro rate (10/second) is over; its quota is not
             assert client.get("/api/products", headers=pro).status_code == 200
 
 

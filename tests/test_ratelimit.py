@@ -40,6 +40,8 @@ from asgigate.policies.ratelimit import (
 )
 from asgigate.testing import BackgroundServer
 
+from servers import ManualClock, wait_until, wait_until_async
+
 
 class Consumer(Policy):
     """Stands in for authentication: x-user names the subject, x-plan the plan."""
@@ -57,8 +59,9 @@ def plan_of(exchange: Exchange) -> str | None:
 PER_CLIENT = RateLimit("3/minute", key=by_client_ip)
 SHARED = RateLimit("4/minute", key=by_route)
 SEPARATE = RateLimit("2/minute", key=by_route, per_route=True)
+CLOCK = ManualClock()  # TWO's windows: the test moves it past a second instead of sleeping
 TWO = RateLimit([Limit("2/second", strategy="moving-window", name="burst"), Limit("4/hour", name="hourly")],
-                key=by_header("x-api-key"), missing_key=Unauthorized)
+                key=by_header("x-api-key"), missing_key=Unauthorized, store=RateLimitStore(clock=CLOCK))
 DRY = RateLimit("1/minute", key=by_header("x-api-key"), dry_run=True)
 PLANS = RateLimit(plans={"free": Plan(rate="5/second", quota="2/day"), "pro": Plan(rate="5/second", quota="4/day")},
                   plan=plan_of, default_plan="free", key=by_subject, missing_key="allow")
@@ -180,7 +183,7 @@ def test_several_limits_tightest_decides_headers(shop: httpx.Client) -> None:
     second = shop.get("/two", headers=key)
     assert second.headers["ratelimit"].startswith('"burst";r=0;')
     assert shop.get("/two", headers=key).status_code == 429  # the burst limit refuses
-    time.sleep(1.05)
+    CLOCK.advance(1.05)
     third = shop.get("/two", headers=key)
     assert third.status_code == 200
     assert third.headers["ratelimit"].startswith('"burst";r=1;')  # 1 left of the burst, 1 of the hour
@@ -188,7 +191,7 @@ def test_several_limits_tightest_decides_headers(shop: httpx.Client) -> None:
     assert fourth.status_code == 200
     assert fourth.headers["ratelimit"].startswith('"burst";r=0;') or fourth.headers["ratelimit"].startswith(
         '"hourly";r=0;')
-    time.sleep(1.05)
+    CLOCK.advance(1.05)
     refused = shop.get("/two", headers=key)
     assert refused.status_code == 429
     assert refused.headers["ratelimit"].startswith('"hourly";r=0;')
@@ -229,10 +232,8 @@ def test_concurrency_limit_releases_on_every_ending(shop: httpx.Client, upstream
     async def run() -> list[int]:
         async with httpx.AsyncClient(base_url=str(shop.base_url), timeout=10) as client:
             slow = [asyncio.create_task(client.get("/slow", params={"delay": "1.5"})) for _ in range(2)]
-            deadline = time.monotonic() + 10
             # both slow ones are in (the count lives in the server's thread: nothing to await but polling)
-            while CONCURRENT.in_flight() < 2 and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: CONCURRENT.in_flight() >= 2)
             extra = await client.get("/slow", params={"delay": "0"})
             done = await asyncio.gather(*slow)
             return [extra.status_code] + [r.status_code for r in done]
@@ -240,17 +241,13 @@ def test_concurrency_limit_releases_on_every_ending(shop: httpx.Client, upstream
     extra, *served = asyncio.run(run())
     assert extra == 429
     assert served == [200, 200]
-    wait_until_idle = time.monotonic() + 5  # a slot is freed just after the reply's last byte has gone out
-    while CONCURRENT.in_flight() and time.monotonic() < wait_until_idle:
-        time.sleep(0.02)
+    wait_until(lambda: not CONCURRENT.in_flight(), within=5)  # a slot is freed just after the reply's last byte
     assert CONCURRENT.in_flight() == 0
     # an upstream failure and a client that goes away release their slots too
     assert shop.get("/upstream/status/500").status_code == 500
     with pytest.raises(httpx.ReadTimeout):
         shop.get("/slow", params={"delay": "2"}, timeout=0.2)
-    deadline = time.monotonic() + 5
-    while CONCURRENT.in_flight() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not CONCURRENT.in_flight(), within=5)
     assert CONCURRENT.in_flight() == 0
     assert statuses(shop, "/slow", 2, params={"delay": "0"}) == [200, 200]
 

@@ -11,12 +11,12 @@ import time
 import httpx
 import pytest
 
-from asgigate import ConfigurationError, Direct, Exchange, Gateway, Metrics, RateLimit, Route
+from asgigate import ConfigurationError, Direct, Exchange, Gateway, Metrics, RateLimit, RateLimited, Route
 from asgigate.policies.ratelimit import Limit, RateLimitStore, by_header
 from asgigate.policies.ratelimit._memory import COUNTER_BYTES, MemoryCounters
 from asgigate.testing import BackgroundServer
 
-from servers import free_port, serve_process, uvicorn_cmd
+from servers import ManualClock, free_port, serve_process, uvicorn_cmd
 
 MiB = 1024 * 1024
 
@@ -102,6 +102,38 @@ def test_the_store_setting_is_checked_and_compared() -> None:
             RateLimitStore(max_bytes=wrong)  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         RateLimitStore().max_bytes = 1  # type: ignore[misc]
+
+
+def test_a_memory_stores_windows_run_on_its_clock() -> None:
+    """`clock=`: the memory store's windows (every strategy) and the policy's reset times follow the given clock."""
+    clock = ManualClock(start=1_000_000.0)
+    store = RateLimitStore(clock=clock)
+    assert store.clock is clock and store != RateLimitStore()
+    assert repr(store) == f"RateLimitStore('memory://', clock={clock!r})"
+    with pytest.raises(ConfigurationError, match="only a memory store takes a clock"):
+        RateLimitStore("redis://127.0.0.1:6379", clock=clock)
+
+    async def run() -> None:
+        gateway = Gateway(request_id=False, access_log=False)
+        for strategy in ("fixed-window", "moving-window", "sliding-window"):
+            limit = RateLimit("2/minute", strategy=strategy, key=by_header("x-k"), store=store, name=strategy)
+            exchange = Exchange({"type": "http", "headers": [(b"x-k", b"a")]}, gateway)
+            for _ in range(2):
+                await limit.on_request(exchange)
+            (usage,) = await limit.usage("a")
+            assert usage.remaining == 0, strategy
+            clock.advance(121)  # two windows on: nothing is left of the first (a sliding window weighs the last)
+            (usage,) = await limit.usage("a")
+            assert usage.remaining == 2, strategy
+        fixed = RateLimit("1/hour", key=by_header("x-k"), store=store, name="retry")
+        exchange = Exchange({"type": "http", "headers": [(b"x-k", b"b")]}, gateway)
+        await fixed.on_request(exchange)
+        clock.advance(600)
+        with pytest.raises(RateLimited) as refused:
+            await fixed.on_request(exchange)
+        assert refused.value.retry_after == 3000  # the window opened 600 s ago on the clock, not in real time
+
+    asyncio.run(run())
 
 
 def test_a_redis_stores_fallback_is_bounded_too() -> None:

@@ -58,7 +58,9 @@ class BearerAuth(Frozen, Authenticator):
     ``"query:access_token"``; a request with a token in more than one of them, or one of them twice, is
     refused with 400 `invalid_request`. `max_token_bytes` refuses larger tokens before any parsing; `cache_size`
     (entries) and `cache_bytes` (the memory its tokens and their claims take) bound the verified-token cache,
-    least recently used first out.
+    least recently used first out. `clock` (Unix seconds; default `time.time`) is the time tokens are checked
+    against; when given, the key set's age (`jwks_ttl`, `min_refresh_interval`) is reckoned by it too (default:
+    `time.monotonic`), so a test moves one clock forward instead of sleeping.
     """
 
     def __init__(
@@ -81,7 +83,7 @@ class BearerAuth(Frozen, Authenticator):
         jwks_ttl: float = 600.0,
         min_refresh_interval: float = 30.0,
         timeout: float | httpx.Timeout = 5.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if not issuer:
             raise ConfigurationError("BearerAuth needs the issuer its tokens must come from.")
@@ -121,11 +123,11 @@ class BearerAuth(Frozen, Authenticator):
         self._keys: StaticKeys | RemoteKeys = (
             StaticKeys(keys) if keys is not None
             else RemoteKeys(issuer, jwks_uri=jwks_uri, ttl=jwks_ttl, min_refresh_interval=min_refresh_interval,
-                            timeout=timeout)
+                            timeout=timeout, clock=clock or time.monotonic)
         )
         self._registry = jws.JWSRegistry(algorithms=list(allowed), strict_check_header=False)
         self._registry.max_header_length = self._registry.max_payload_length = max_token_bytes
-        self._clock = clock
+        self._clock = clock or time.time
         # Shared cache of verified tokens (token -> identity), not per-request state. A client holding many valid
         # tokens fills it; their claims take up to twenty times the token's bytes, so it is bounded by bytes.
         self._verified: BoundedCache[str, Identity] = BoundedCache(

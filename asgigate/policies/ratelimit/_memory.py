@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
@@ -36,13 +37,15 @@ class MemoryCounters(Storage, MovingWindowSupport, SlidingWindowCounterSupport, 
     """Fixed-window counters (`hit`, the memory store's hot path) and `limits`' async storage API on one budget.
 
     `bytes` is the charged size of what is kept, `evictions` the counters dropped to stay within `max_bytes`.
+    `clock` gives the time (Unix seconds) of the async API's calls (`hit` is given it by the caller).
     """
 
     STORAGE_SCHEME = None  # made by RateLimitStore, not by a `limits` URI
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.max_bytes = max_bytes
+        self.clock = clock
         self.bytes = 0
         self.evictions = 0
         # Least recently used first. An entry is [count, end, charged size]: a counter and its window's end, or
@@ -101,13 +104,13 @@ class MemoryCounters(Storage, MovingWindowSupport, SlidingWindowCounterSupport, 
         return entry[0] if entry is not None and entry[1] > now else 0
 
     async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        return self.hit(key, expiry, amount, time.time())[0]
+        return self.hit(key, expiry, amount, self.clock())[0]
 
     async def get(self, key: str) -> int:
-        return self._count(key, time.time())
+        return self._count(key, self.clock())
 
     async def get_expiry(self, key: str) -> float:
-        now = time.time()
+        now = self.clock()
         entry = self._entries.get(key)
         return entry[1] if entry is not None and entry[1] > now else now
 
@@ -131,7 +134,7 @@ class MemoryCounters(Storage, MovingWindowSupport, SlidingWindowCounterSupport, 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         if amount > limit:
             return False
-        now = time.time()
+        now = self.clock()
         name = _MOVING + key
         entry = self._entries.get(name)
         if entry is None:
@@ -152,7 +155,7 @@ class MemoryCounters(Storage, MovingWindowSupport, SlidingWindowCounterSupport, 
         return admitted
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        now = time.time()
+        now = self.clock()
         entry = self._entries.get(_MOVING + key)
         if entry is None:
             return now, 0
@@ -166,7 +169,7 @@ class MemoryCounters(Storage, MovingWindowSupport, SlidingWindowCounterSupport, 
     async def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         if amount > limit:
             return False
-        now = time.time()
+        now = self.clock()
         previous, previous_ttl, current, _ = self._sliding(key, expiry, now)
         if math.floor(previous * previous_ttl / expiry + current) + amount > limit:
             return False
@@ -175,10 +178,10 @@ class MemoryCounters(Storage, MovingWindowSupport, SlidingWindowCounterSupport, 
         return True
 
     async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
-        return self._sliding(key, expiry, time.time())
+        return self._sliding(key, expiry, self.clock())
 
     async def clear_sliding_window(self, key: str, expiry: int) -> None:
-        for name in self.sliding_window_keys(key, expiry, time.time()):
+        for name in self.sliding_window_keys(key, expiry, self.clock()):
             await self.clear(name)
 
     def _sliding(self, key: str, expiry: int, now: float) -> tuple[int, float, int, float]:

@@ -44,7 +44,6 @@ _HEADER_NAMES = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limi
 # exchange.state[HEADERS_KEY]: the rate limit headers this request earned, from the limit with the least left of
 # every RateLimit that counted it: (limit, remaining, reset, policy header pair, header set). `add_headers` sends them.
 HEADERS_KEY = "ratelimit.headers"
-_time = time.time
 _names: collections.Counter[str] = collections.Counter()
 _default_store: list[RateLimitStore] = []  # one memory store for every RateLimit without its own, made on first use
 
@@ -108,13 +107,13 @@ def _header_pairs(
 
 async def _hit(
     storage: Storage, limit: Limit, ids: str, cost: int, fast: MemoryCounters | None, resets: dict[str, float],
-    wire: RedisWire | None = None,
+    wire: RedisWire | None = None, clock: Callable[[], float] = time.time,
 ) -> _Outcome:
     if limit.calendar:
-        return await _hit_calendar(storage, limit, ids, cost, fast, wire)
+        return await _hit_calendar(storage, limit, ids, cost, fast, wire, clock)
     if limit.strategy == "fixed-window":
         key = limit._key_head + ids + limit._key_tail  # what limits' RateLimitItem.key_for() makes
-        now = time.time()
+        now = clock()
         if fast is not None:
             count, reset = fast.hit(key, limit.window, cost, now)
         elif wire is not None:  # a standalone Redis: one pipelined round trip gives the count and the window's end
@@ -141,9 +140,10 @@ async def _hit(
 
 async def _hit_calendar(
     storage: Storage, limit: Limit, ids: str, cost: int, fast: MemoryCounters | None, wire: RedisWire | None,
+    clock: Callable[[], float] = time.time,
 ) -> _Outcome:
     """A fixed window of the UTC calendar: the period's start is in the key, so every key turns over together."""
-    now = time.time()
+    now = clock()
     key, end = limit._calendar_key(ids, now)
     if fast is not None:
         count, _ = fast.hit(key, end - now, cost, now)
@@ -156,12 +156,12 @@ async def _hit_calendar(
 
 async def _hit_all(
     storage: Storage, limits: Sequence[Limit], ids: str, cost: int, fast: MemoryCounters | None,
-    resets: dict[str, float], wire: RedisWire | None, stop_on_refusal: bool,
+    resets: dict[str, float], wire: RedisWire | None, stop_on_refusal: bool, clock: Callable[[], float] = time.time,
 ) -> list[_Outcome]:
     """One request's hits on its limits, shortest window first, until one refuses (unless refusals only count)."""
     found = []
     for limit in limits:
-        outcome = await _hit(storage, limit, ids, cost, fast, resets, wire)
+        outcome = await _hit(storage, limit, ids, cost, fast, resets, wire, clock)
         found.append(outcome)
         if not outcome.allowed and stop_on_refusal and not limit.dry_run:
             break
@@ -261,10 +261,11 @@ class RateLimit(Frozen, Policy):
         self._resets: dict[str, float] = {}  # window ends of remote fixed windows, so INCR is the only call
         self._fallback_resets: dict[str, float] = {}  # the same, for the fallback while the store is down
         counters = self.store.counters
-        self._one: tuple[Limit, str, str, MemoryCounters] | None = None
+        self._clock = self.store.clock  # the time windows and headers are reckoned by (a test's, or time.time)
+        self._one: tuple[Limit, str, str, MemoryCounters, Callable[[], float]] | None = None
         if counters is not None and self._simple_ids and len(self.limits) == 1 and self._fixed_only[None]:
             limit = self.limits[0]
-            self._one = (limit, limit._key_head + self._simple_ids, limit._key_tail, counters)
+            self._one = (limit, limit._key_head + self._simple_ids, limit._key_tail, counters, self._clock)
 
     # --- the request ----------------------------------------------------------------------------------------
 
@@ -301,8 +302,8 @@ class RateLimit(Frozen, Policy):
         if one is not None and value is not None and cost is None:
             # The common case (memory store, one fixed-window limit, no plans, no per-route counters): one counter
             # update and no await, every request of the route passes through it.
-            limit, head, tail, counters = one
-            count, reset = counters.hit(head + value + tail, limit.window, self.cost, _time())
+            limit, head, tail, counters, clock = one
+            count, reset = counters.hit(head + value + tail, limit.window, self.cost, clock())
             left = limit.amount - count
             if left >= 0:
                 self._decisions.admitted += 1
@@ -338,7 +339,7 @@ class RateLimit(Frozen, Policy):
         store = self.store
         fast = store.counters
         if fast is not None and self._fixed_only[plan_name]:  # memory, fixed windows: no await at all
-            now = time.time()
+            now = self._clock()
             outcomes = []
             for limit in limits:
                 count, reset = fast.hit(limit._key_head + ids + limit._key_tail, limit.window, cost, now)
@@ -348,7 +349,7 @@ class RateLimit(Frozen, Policy):
         else:
             found, _ = await store.call(functools.partial(
                 _hit_all, limits=limits, ids=ids, cost=cost, fast=fast, resets=self._resets, wire=store.wire,
-                stop_on_refusal=stop_on_refusal))
+                stop_on_refusal=stop_on_refusal, clock=self._clock))
             if found is None:  # the store is unavailable
                 if store.on_failure == "open":
                     return None
@@ -356,7 +357,7 @@ class RateLimit(Frozen, Policy):
                     raise RequestTerminated("Rate limiting is unavailable; try again shortly.", status=503,
                                             reason="ratelimit_store_unavailable", headers={"retry-after": "1"})
                 found = await _hit_all(store.fallback(), limits, ids, cost, fast, self._fallback_resets, None,
-                                       stop_on_refusal)
+                                       stop_on_refusal, self._clock)
             outcomes = found
         self._conclude(exchange, outcomes, plan_name)
         return None
@@ -377,11 +378,11 @@ class RateLimit(Frozen, Policy):
             exchange.state["ratelimit.dry_run_rejected"] = refused.limit.name
         else:
             self._decisions.rejected += 1
-            retry_after = max(1, math.ceil(refused.reset - time.time()))
+            retry_after = max(1, math.ceil(refused.reset - self._clock()))
             headers = None
             if self.headers:
                 pairs = _header_pairs(refused.limit, refused.remaining, refused.reset, self._policy_pairs[plan_name],
-                                      self._header_set)
+                                      self._header_set, self._clock)
                 headers = {k.decode(): v.decode() for k, v in pairs}
             detail = (f"The quota of {refused.limit.amount} requests per {window_text(refused.limit.window)} "
                       "is used up." if refused.limit.quota else "Too many requests; slow down.")
@@ -406,7 +407,8 @@ class RateLimit(Frozen, Policy):
         seen = exchange.state.pop(HEADERS_KEY, None)
         if seen is None:
             return
-        pairs = _header_pairs(*seen)
+        limit, left, reset_at, policy_pair, which = seen
+        pairs = _header_pairs(limit, left, reset_at, policy_pair, which, self._clock)
         message = head.message
         raw = message.get("headers")
         if not isinstance(raw, list):
@@ -465,7 +467,7 @@ class RateLimit(Frozen, Policy):
             found = []
             for limit in limits:
                 if limit.calendar:
-                    key, end = limit._calendar_key(ids, time.time())
+                    key, end = limit._calendar_key(ids, self._clock())
                     found.append(LimitUsage(limit, max(0, limit.amount - await storage.get(key)), end))
                     continue
                 stats = await limiter(limit.strategy, storage).get_window_stats(limit._item, ids)
@@ -482,7 +484,7 @@ class RateLimit(Frozen, Policy):
         async def clear(storage: Storage) -> None:
             for limit in limits:
                 if limit.calendar:
-                    await storage.clear(limit._calendar_key(ids, time.time())[0])
+                    await storage.clear(limit._calendar_key(ids, self._clock())[0])
                 else:
                     await limiter(limit.strategy, storage).clear(limit._item, ids)
 

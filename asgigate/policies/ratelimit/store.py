@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
@@ -97,7 +98,7 @@ def _warmed_up(operation: Callable[[Storage], Awaitable[T]]) -> Callable[[Storag
 # options RedisWire understands as coredis does; any other option is for `limits`' client alone
 _WIRE_OPTIONS = frozenset({"key_prefix", "username", "password", "ssl_context"})
 _SETTINGS = frozenset({"uri", "timeout", "connect_timeout", "on_failure", "retry_interval", "options", "remote",
-                       "max_bytes"})
+                       "max_bytes", "clock"})
 
 StoreListener = Callable[["RateLimitStore", bool], None]
 
@@ -116,7 +117,9 @@ class RateLimitStore:
     store's, or the fallback's): past it the least recently used are dropped. For metrics: `healthy`, `outages`
     (times it went down), `failures` (failed calls), `fallbacks` (decisions made without it), `evictions`
     (counters dropped to stay within `max_bytes`), `last_error`, and `on_change(store, healthy)`, called at
-    every transition.
+    every transition. `clock` (memory store only; default `time.time`) is the time, in Unix seconds, its windows
+    and the rate limit headers are reckoned by: tests pass a clock they move forward instead of sleeping. A remote
+    store's windows expire on its server's clock, so it takes none.
     """
 
     __slots__ = (
@@ -127,6 +130,7 @@ class RateLimitStore:
         "_storage",
         "_warm",
         "_warming",
+        "clock",
         "connect_timeout",
         "counters",
         "failures",
@@ -158,6 +162,7 @@ class RateLimitStore:
         options: Mapping[str, Any] | None = None,
         on_change: StoreListener | None = None,
         max_bytes: int = MEMORY_MAX_BYTES,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         require_limits()
         from limits._storage_scheme import SCHEMES
@@ -177,13 +182,18 @@ class RateLimitStore:
             raise ConfigurationError(f"rate limit store max_bytes={max_bytes!r}: give at least 65536 bytes.")
         if on_change is not None and not callable(on_change):
             raise ConfigurationError(f"rate limit store on_change={on_change!r} is not callable.")
+        remote = not full.startswith("async+memory:")
+        if clock is not None and (remote or not callable(clock)):
+            raise ConfigurationError(f"rate limit store clock={clock!r}: only a memory store takes a clock (a function "
+                                     "returning Unix seconds); a remote store's windows run on its server's clock.")
+        self.clock: Callable[[], float] = clock or time.time
         self.uri = full
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
         self.on_failure: OnFailure = on_failure
         self.retry_interval = float(retry_interval)
         self.options = MappingProxyType(dict(options or {}))
-        self.remote = not full.startswith("async+memory:")
+        self.remote = remote
         self.on_change = on_change
         self.max_bytes = max_bytes
         self.healthy = True
@@ -195,7 +205,7 @@ class RateLimitStore:
         self._fallback: MemoryCounters | None = None
         self._fallback_evictions = 0  # of fallbacks of event loops gone
         # the memory store: every strategy counted here, the fixed windows without an await
-        self.counters = MemoryCounters(max_bytes) if not self.remote else None
+        self.counters = MemoryCounters(max_bytes, self.clock) if not self.remote else None
         # a standalone Redis counts fixed windows through RedisWire: redis-py and coredis cost 200-300 µs of CPU
         # more per request (benchmarks/README.md, "Redis clients")
         self.wire = self._new_wire()
@@ -466,7 +476,7 @@ class RateLimitStore:
 
     def _fields(self) -> tuple[Any, ...]:
         return (self.uri, self.timeout, self.connect_timeout, self.on_failure, self.retry_interval, dict(self.options),
-                self.max_bytes)
+                self.max_bytes, self.clock)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RateLimitStore) and self._fields() == other._fields()
@@ -478,7 +488,8 @@ class RateLimitStore:
     def __repr__(self) -> str:
         size = f", max_bytes={self.max_bytes}" if self.max_bytes != MEMORY_MAX_BYTES else ""
         if not self.remote:
-            return f"RateLimitStore('memory://'{size})"
+            clock = f", clock={self.clock!r}" if self.clock is not time.time else ""
+            return f"RateLimitStore('memory://'{size}{clock})"
         return (f"RateLimitStore({self.display()!r}, timeout={self.timeout}, on_failure={self.on_failure!r}, "
                 f"retry_interval={self.retry_interval}{size})")
 
