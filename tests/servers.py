@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import random
@@ -92,6 +93,20 @@ class ManualClock:
         self.now += seconds
 
 
+class ShiftedClock:
+    """Real time (`time.time`) plus `ahead` seconds: a `clock=` for a gateway that also talks to real servers (an
+    IdP) whose own time runs on; `advance(seconds)` jumps the gateway forward instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += seconds
+
+
 async def wait_until_async(condition: Callable[[], object], within: float = 10.0, interval: float = 0.01) -> None:
     """`wait_until` inside an event loop (whose other tasks go on meanwhile)."""
     deadline = time.monotonic() + within
@@ -133,7 +148,9 @@ def logged_errors(*names: str) -> Iterator[list[logging.LogRecord]]:
 def serve_process(
     args: list[str], port: int, env: dict[str, str] | None = None, timeout: float = 20.0
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server command (uvicorn, hypercorn, granian ...) until the block ends; kill it by PID."""
+    """Run a server command (uvicorn, hypercorn, granian ...) until the block ends; kill it by PID.
+
+    After the block the pipe is closed and `proc.stdout` holds what the server wrote (an in-memory file)."""
     full_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **(env or {})}
     proc = subprocess.Popen(args, env=full_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     failed = True
@@ -149,11 +166,15 @@ def serve_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if failed and proc.stdout is not None and not proc.stdout.closed:
-            # the server's own account of a failed test (pytest shows it with the failure); what is there now
-            # only: a child process of the server may still hold the pipe open
-            os.set_blocking(proc.stdout.fileno(), False)
-            output = proc.stdout.read() or b""
+        pipe = proc.stdout
+        assert pipe is not None
+        # what is there now only: a child process of the server may still hold the pipe open
+        os.set_blocking(pipe.fileno(), False)
+        output = pipe.read() or b""
+        pipe.close()
+        proc.stdout = io.BytesIO(output)
+        if failed:
+            # the server's own account of a failed test (pytest shows it with the failure)
             print(f"--- output of {' '.join(args)} ---", file=sys.stderr)
             print(output.decode(errors="replace")[-4000:], file=sys.stderr)
 

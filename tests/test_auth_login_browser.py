@@ -2,7 +2,8 @@
 
 The provider (tests/idp/server.mjs, node's oidc-provider) registers the client 'web-client' for the gateway's
 origin, and its devInteractions give the login form (any username becomes the subject). Access tokens live
-60 s and the gateway refreshes them 58 s before expiry, so a refresh is due 2 s after each one is issued.
+60 s and the gateway refreshes them 30 s before expiry: the test moves the gateway's clock 31 s on to make a
+refresh due, instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import base64
 import json
 import shutil
 import threading
-import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +42,7 @@ from asgigate import (
 from asgigate.policies.auth._session import Session
 from asgigate.testing import BackgroundServer
 
-from servers import free_port
+from servers import ShiftedClock, free_port
 
 T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
@@ -70,12 +70,12 @@ class Api:
 
 
 class Shop(Gateway):
-    def __init__(self, issuer: str, api_url: str) -> None:
+    def __init__(self, issuer: str, api_url: str, clock: ShiftedClock) -> None:
         super().__init__()
         self.api = Upstream(api_url, name="api")
         self.login = OIDCLogin(issuer=issuer, client_id="web-client", client_secret="web-secret",
                                secret="test-session-secret-0123456789abcdef", scope="openid orders:read",
-                               after_logout="/signed-out", refresh_before=58)
+                               after_logout="/signed-out", refresh_before=30, clock=clock)
 
     def policies(self) -> list[Any]:
         return [SessionAuth(self.login), TokenRelay(self.login)]
@@ -94,6 +94,7 @@ class Setup:
     gateway: BackgroundServer
     shop: Shop
     api: Api
+    clock: ShiftedClock
 
     def verify(self, authorization: str | None) -> dict[str, Any]:
         """The claims of a relayed token, verified with the provider's published keys."""
@@ -112,9 +113,10 @@ def setup() -> Iterator[Setup]:
     api = Api()
     with openid_provider(token_ttl=60, rp_url=f"http://127.0.0.1:{port}") as idp, \
             BackgroundServer(api.app()) as upstream:
-        shop = Shop(idp.url, upstream.url)
+        clock = ShiftedClock()
+        shop = Shop(idp.url, upstream.url, clock)
         with BackgroundServer(shop, port=port) as gateway:
-            yield Setup(idp, gateway, shop, api)
+            yield Setup(idp, gateway, shop, api, clock)
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +245,7 @@ def test_refresh_is_single_flight_and_keeps_rotated_tokens(setup: Setup, browser
 
     tokens = []
     for _ in range(2):  # twice: the second refresh works only with the rotated refresh token
-        time.sleep(2.2)
+        setup.clock.advance(31)  # the access token is now within 30 s of its expiry, on the gateway's clock
         count = len(setup.api.seen)
         with ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(call, range(8)))
@@ -262,11 +264,11 @@ def test_refresh_is_single_flight_and_keeps_rotated_tokens(setup: Setup, browser
     record = login._read_cookies(Exchange({"type": "http", "headers": [
         (b"cookie", "; ".join(f"{k}={v}" for k, v in jar.items()).encode())]}, setup.shop))
     assert record["r"] and record["a"] == tokens[-1].removeprefix("Bearer ")
-    record["r"], record["e"] = "revoked", time.time() - 1
+    record["r"], record["e"] = "revoked", setup.clock() - 1
     forged = Session.from_record(record)
     assert forged is not None
     jar = {"asgigate_session": f"1.{login._cipher.seal(login.cookie_name, forged.record(), compress=True)}"}
     response = httpx.get(f"{base}/orders", cookies=jar, headers={"accept": "application/json"}, timeout=10)
     assert response.status_code == 401
     assert 'asgigate_session=""' in response.headers["set-cookie"]
-    assert login.store.ended(forged.id, time.time())  # this replica refuses the session's old cookies too
+    assert login.store.ended(forged.id, setup.clock())  # this replica refuses the session's old cookies too

@@ -29,7 +29,7 @@ from asgigate.policies.auth import RedisSessions
 from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import free_port
+from servers import ShiftedClock, free_port
 
 PREFIX = "replicas:"
 
@@ -48,16 +48,8 @@ class Api:
         return Starlette(routes=[StarletteRoute("/{path:path}", record)])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 class Replica(Gateway):
-    def __init__(self, issuer: str, api_url: str, redis_uri: str, base_url: str, clock: Clock) -> None:
+    def __init__(self, issuer: str, api_url: str, redis_uri: str, base_url: str, clock: ShiftedClock) -> None:
         super().__init__()
         self.api = Upstream(api_url, name="api")
         self.login = OIDCLogin(issuer=issuer, client_id="web-client", client_secret="web-secret",
@@ -79,7 +71,7 @@ class Setup:
     api: Api
     replicas: list[BackgroundServer]
     gateways: list[Replica]
-    clock: Clock
+    clock: ShiftedClock
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +82,7 @@ def setup() -> Iterator[Setup]:
     with RedisServer() as redis, openid_provider(token_ttl=60, rp_url=base) as idp, \
             BackgroundServer(api.app()) as upstream:
         # Both replicas answer for the same public origin (as behind a load balancer).
-        clock = Clock()
+        clock = ShiftedClock()
         gateways = [Replica(idp.url, upstream.url, redis.uri, base, clock) for _ in range(2)]
         with BackgroundServer(gateways[0], port=port) as first, BackgroundServer(gateways[1]) as second:
             yield Setup(idp, redis, api, [first, second], gateways, clock)
@@ -116,7 +108,7 @@ def test_one_refresh_across_replicas_and_rotated_tokens_kept(setup: Setup) -> No
     first = setup.api.seen[-1]
     tokens = []
     for _ in range(2):  # twice: the second refresh works only with the refresh token rotated by the first
-        setup.clock.offset += 31  # the access token is now within 30 s of its expiry
+        setup.clock.advance(31)  # the access token is now within 30 s of its expiry
         refreshes, count = setup.idp.grants("refresh_token"), len(setup.api.seen)
         with ThreadPoolExecutor(16) as pool:
             responses = list(pool.map(lambda i: get(setup, i % 2, jar), range(40)))
