@@ -174,12 +174,19 @@ def check(response: httpx.Response, bad_logs: BadLogs, *, graphql: bool = True) 
 
 # --- strategies ---------------------------------------------------------------------------------------
 
+JSON_KEYS = st.sampled_from(["id", "n", "first", "name", "ids", "color", "text", "f", "v", "query", "persistedQuery",
+                             "sha256Hash", "version"]) | st.text(max_size=5)
+
+
+def json_containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # a named function: Hypothesis reads a lambda spread over several lines as one that ignores its argument
+    return st.lists(children, max_size=4) | st.dictionaries(JSON_KEYS, children, max_size=4)
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["id", "n", "first", "name", "ids", "color", "text", "f", "v", "query", "persistedQuery",
-                         "sha256Hash", "version"]) | st.text(max_size=5), children, max_size=4),
+    json_containers,
     max_leaves=12,
 )
 
