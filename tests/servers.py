@@ -15,9 +15,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -114,6 +116,32 @@ async def wait_until_async(condition: Callable[[], object], within: float = 10.0
         if time.monotonic() >= deadline:
             return
         await asyncio.sleep(interval)
+
+
+def run_closing(coroutine: Coroutine[Any, Any, T], *closing: Any) -> T:
+    """`asyncio.run(coroutine)`, then `await c.aclose()` for each of `closing` in the same event loop.
+
+    Store clients belong to the event loop they connected in: a loop closed under them leaves their sockets to
+    the garbage collector (a ResourceWarning, an error in this suite)."""
+
+    async def run() -> T:
+        try:
+            return await coroutine
+        finally:
+            for each in closing:
+                await each.aclose()
+
+    return asyncio.run(run())
+
+
+async def close_sessions(store: Any) -> None:
+    """Let go of this event loop's Redis connections of a RedisSessions store (it has no aclose() of its own yet);
+    any other session store is left as it is."""
+    client = getattr(store, "_client", None)
+    if type(store).__name__ == "RedisSessions" and client is not None:
+        store._client = None
+        client.connection_pool.disconnect()
+        await asyncio.sleep(0)  # the closed transports let go of their sockets in the next loop iteration
 
 
 @contextlib.contextmanager

@@ -21,24 +21,20 @@ from asgigate.policies.auth._session import Session, SessionCipher
 from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
+from servers import ManualClock, close_sessions
 
 SECRET = "sessions-test-secret-0123456789abcdef"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Site(Gateway):
-    def __init__(self, upstream_url: str, store: Any, clock: Clock, **options: Any) -> None:
+    def __init__(self, upstream_url: str, store: Any, clock: ManualClock, **options: Any) -> None:
         super().__init__()
         self.backend = Upstream(upstream_url, name="backend")
         self.login = OIDCLogin(issuer="http://127.0.0.1:9", client_id="web", client_secret="s", secret=SECRET,
                                store=store, clock=clock, idle_timeout=300, absolute_timeout=3600, **options)
+
+    async def shutdown(self) -> None:
+        await close_sessions(self.login.store)
 
     def policies(self) -> list[Any]:
         return [SessionAuth(self.login), TokenRelay(self.login)]
@@ -73,6 +69,7 @@ async def sign_in(site: Site, session: Session) -> dict[str, str]:
     login = site.login
     if not isinstance(login.store, CookieSessions):
         await login.store.set(session, login._ttl(session, login._clock()))
+        await close_sessions(login.store)  # this event loop ends here; the server's has its own connections
     cookies = login._session_cookies(probe(site), session)
     assert cookies is not None
     return parse(cookies)
@@ -104,7 +101,7 @@ def test_compressed_sealing_round_trips_and_stays_bounded() -> None:
 
 
 def test_large_sessions_are_split_and_reassembled(upstream: BackgroundServer) -> None:
-    site = Site(upstream.url, CookieSessions(chunk_size=1200, max_chunks=8), Clock())
+    site = Site(upstream.url, CookieSessions(chunk_size=1200, max_chunks=8), ManualClock())
     login = site.login
     session = new_session(login, blob=os.urandom(2500).hex())  # random: compression cannot shrink it
     set_cookies = login._session_cookies(probe(site), session)
@@ -129,7 +126,7 @@ def test_large_sessions_are_split_and_reassembled(upstream: BackgroundServer) ->
 
 
 def test_tampered_missing_or_reordered_chunks_are_no_session(upstream: BackgroundServer) -> None:
-    clock = Clock()
+    clock = ManualClock()
     site = Site(upstream.url, CookieSessions(chunk_size=1000, max_chunks=8), clock)
     session = new_session(site.login, blob=os.urandom(1500).hex())
     jar = parse(site.login._session_cookies(probe(site), session) or [])
@@ -184,7 +181,7 @@ def make_store(kind: str, redis: RedisServer) -> Any:
 
 @pytest.mark.parametrize("kind", STORES)
 def test_idle_timeout_extended_by_activity(kind: str, upstream: BackgroundServer, redis: RedisServer) -> None:
-    clock = Clock()
+    clock = ManualClock()
     site = Site(upstream.url, make_store(kind, redis), clock)
     with BackgroundServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
         jar = asyncio.run(sign_in(site, new_session(site.login)))
@@ -205,7 +202,7 @@ def test_idle_timeout_extended_by_activity(kind: str, upstream: BackgroundServer
 
 @pytest.mark.parametrize("kind", STORES)
 def test_absolute_timeout_however_active(kind: str, upstream: BackgroundServer, redis: RedisServer) -> None:
-    clock = Clock()
+    clock = ManualClock()
     site = Site(upstream.url, make_store(kind, redis), clock)
     with BackgroundServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
         client.cookies.update(asyncio.run(sign_in(site, new_session(site.login))))
@@ -219,7 +216,7 @@ def test_absolute_timeout_however_active(kind: str, upstream: BackgroundServer, 
 @pytest.mark.parametrize("kind", STORES)
 def test_logout_ends_the_session_for_copies_of_the_cookie(kind: str, upstream: BackgroundServer,
                                                           redis: RedisServer) -> None:
-    site = Site(upstream.url, make_store(kind, redis), Clock())
+    site = Site(upstream.url, make_store(kind, redis), ManualClock())
     with BackgroundServer(site) as gateway, httpx.Client(base_url=gateway.url, timeout=10) as client:
         jar = asyncio.run(sign_in(site, new_session(site.login)))
         client.cookies.update(jar)
@@ -264,7 +261,7 @@ async def test_redis_records_touch_lock_and_expiry(redis: RedisServer) -> None:
     await store.unlock(session.id, token)
     short = await store.lock(session.id, ttl=0.05)
     assert short is not None
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the lock's expiry is Redis's (its own clock): the behaviour under test
     assert await store.lock(session.id, ttl=5) is not None
 
     await store.delete(session.id)
@@ -275,11 +272,12 @@ async def test_redis_records_touch_lock_and_expiry(redis: RedisServer) -> None:
     assert await store.get(session.id) is None
     await client.hset(f"unit:{session.id}", {"rec": orjson.dumps({"id": "another"}), "t": b"1"})
     assert await store.get(session.id) is None
+    await close_sessions(store)
 
 
 def test_redis_down_is_503_not_500(upstream: BackgroundServer) -> None:
     down = RedisServer()  # never started: nothing listens on its port
-    site = Site(upstream.url, RedisSessions(down.uri, timeout=0.5), Clock())
+    site = Site(upstream.url, RedisSessions(down.uri, timeout=0.5), ManualClock())
     session = new_session(site.login)
     cookies = parse(site.login._session_cookies(probe(site), session) or [])
     with BackgroundServer(site) as gateway:
@@ -293,7 +291,7 @@ async def test_a_login_whose_tokens_do_not_fit_the_cookies_fails_with_502(upstre
     """(the provider's part replaced: its answer is made large on purpose)"""
     from asgigate import BadGateway
 
-    site = Site(upstream.url, CookieSessions(chunk_size=600, max_chunks=2), Clock())
+    site = Site(upstream.url, CookieSessions(chunk_size=600, max_chunks=2), ManualClock())
     login = site.login
 
     async def token_request(grant_type: str, params: dict[str, str]) -> dict[str, Any]:

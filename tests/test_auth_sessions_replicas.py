@@ -29,7 +29,7 @@ from asgigate.policies.auth import RedisSessions
 from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import ShiftedClock, free_port
+from servers import ShiftedClock, close_sessions, free_port
 
 PREFIX = "replicas:"
 
@@ -56,6 +56,9 @@ class Replica(Gateway):
                                secret="replicas-session-secret-0123456789ab", scope="openid orders:read",
                                base_url=base_url, refresh_before=30, store=RedisSessions(redis_uri, prefix=PREFIX),
                                clock=clock)
+
+    async def shutdown(self) -> None:
+        await close_sessions(self.login.store)
 
     def policies(self) -> list[Any]:
         return [SessionAuth(self.login), TokenRelay(self.login)]
@@ -131,12 +134,19 @@ def test_a_refused_refresh_ends_the_session_on_every_replica(setup: Setup) -> No
         assert session is not None and session.refresh_token
         session.refresh_token, session.expires_at = "revoked", time.time() - 1
         await store.set(session, ttl=60)
+        await close_sessions(store)
 
     asyncio.run(revoke())
     refused = get(setup, 1, jar)
     assert refused.status_code == 401
     assert 'asgigate_session=""' in refused.headers["set-cookie"]
-    assert asyncio.run(store.get(session_id)) is None
+    async def read() -> Any:
+        try:
+            return await store.get(session_id)
+        finally:
+            await close_sessions(store)
+
+    assert asyncio.run(read()) is None
     assert get(setup, 0, jar).status_code == 401
 
 

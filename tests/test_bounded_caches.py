@@ -141,10 +141,14 @@ def test_forward_auth_decisions_are_bounded_by_bytes() -> None:
                              cache_bytes=256 * 1024)
 
         class Guarded(Gateway):
+            def __init__(self) -> None:
+                super().__init__(access_log=False)
+                self.authz = authz  # kept on the gateway (as the docs say): closed at its shutdown
+
             def routes(self) -> list[Route]:
                 return [Route("/", Direct(text="ok"), policies=[policy])]
 
-        with BackgroundServer(Guarded(access_log=False)) as server, httpx.Client(base_url=server.url) as client:
+        with BackgroundServer(Guarded()) as server, httpx.Client(base_url=server.url) as client:
             for index in range(100):  # every client a new cookie of 12 KB: a new decision each
                 cookie = f"session={index:06d}{'c' * 12_000}"
                 assert client.get("/", headers={"cookie": cookie}).status_code == 200

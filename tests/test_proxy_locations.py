@@ -187,7 +187,9 @@ def test_without_a_host_header_the_servers_address(gateway: BackgroundServer) ->
 
 
 def test_under_a_root_path(upstream_server: BackgroundServer) -> None:
-    parent = Starlette(routes=[StarletteMount("/gw", app=LocationGateway(upstream_server.url))])
+    gateway = LocationGateway(upstream_server.url)
+    # a mounted gateway gets no lifespan events of its own: the parent runs its lifespan (which closes its pools)
+    parent = Starlette(routes=[StarletteMount("/gw", app=gateway)], lifespan=gateway.lifespan)
     with BackgroundServer(parent) as server:
         assert location(server, "/gw/v1/x?to=/get") == f"{server.url}/gw/v1/get"
 

@@ -18,7 +18,7 @@ from asgigate.policies.ratelimit.limits import calendar_period
 from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import ManualClock
+from servers import ManualClock, run_closing
 from storeservers import MemcachedServer
 
 
@@ -189,9 +189,9 @@ def test_monthly_quota_in_redis_is_one_key_per_month(redis: RedisServer) -> None
         await used_up_then_reset(limit, end)
         assert await wire.command(b"EXISTS", keys[0].encode()) == 0
 
-    asyncio.run(inspect())
+    run_closing(inspect(), limit.store)
 
 
 def test_monthly_quota_in_memcached(memcached: MemcachedServer) -> None:
     codes, refused, now, limit = shared_store_round(memcached.uri)
-    asyncio.run(used_up_then_reset(limit, check_month(codes, refused, now)))
+    run_closing(used_up_then_reset(limit, check_month(codes, refused, now)), limit.store)

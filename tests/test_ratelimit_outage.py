@@ -21,7 +21,7 @@ from asgigate import ConcurrencyLimit, Direct, Exchange, Gateway, JSONResponse, 
 from asgigate.policies.ratelimit import RateLimitStore, by_header
 
 from redisserver import RedisServer
-from servers import free_port, serve_process, uvicorn_cmd, wait_until_async
+from servers import free_port, run_closing, serve_process, uvicorn_cmd, wait_until_async
 
 TIMEOUT = 0.5  # the store timeout: generous, so that a loaded test machine does not time out a healthy Redis
 MARGIN = 0.7  # scheduling noise of a loaded 2-core machine; a missing timeout would show the whole 3 s stop
@@ -239,7 +239,7 @@ def test_redis_hung_from_the_start(caplog: pytest.LogCaptureFixture) -> None:
         pid = redis.proc.pid
         os.kill(pid, signal.SIGSTOP)
         try:
-            asyncio.run(run())
+            run_closing(run(), store)
         finally:
             os.kill(pid, signal.SIGCONT)
     assert sum("on_change hook failed" in record.getMessage() for record in caplog.records) == 2
@@ -267,7 +267,7 @@ def test_shared_concurrency_limit_without_its_store() -> None:
                 found[mode] = list(await asyncio.gather(*(client.get(f"/{mode}") for _ in range(3))))
             return found
 
-    found = asyncio.run(run())
+    found = run_closing(run(), *(slot.store for slot in slots.values()))
     assert sorted(r.status_code for r in found["local"]) == [200, 429, 429]  # one slot, in this process
     assert [r.status_code for r in found["open"]] == [200, 200, 200]
     assert [r.status_code for r in found["closed"]] == [503, 503, 503]

@@ -17,7 +17,7 @@ from asgigate.policies.ratelimit import Limit, RateLimitStore, by_header, by_rou
 from asgigate.testing import BackgroundServer
 
 from redisserver import RedisServer
-from servers import free_port, serve_process, uvicorn_cmd, wait_until
+from servers import free_port, run_closing, serve_process, uvicorn_cmd, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +113,7 @@ def test_usage_and_reset_in_redis(redis: RedisServer) -> None:
             burst, daily = await limit.usage("a")
             assert (burst.remaining, daily.remaining) == (2, 5)
 
-    asyncio.run(run())
+    run_closing(run(), store)
 
 
 # --- concurrency limits shared by several gateway processes ---------------------------------------------------------

@@ -234,12 +234,13 @@ def assert_limited_in_redis(server: SecureRedis, store: RateLimitStore, strategy
         assert responses[-1].json()["status"] == 429
         (usage,) = await policy.usage("/x")
         assert usage.remaining == 0
+        assert store.wire is not None
+        # fixed windows go through RedisWire; the other strategies through limits' client alone
+        assert (store.wire._protocol is not None) == (strategy == "fixed-window")
+        await store.aclose()  # its connections belong to this event loop
 
     asyncio.run(run())
     assert (store.failures, store.last_error, store.fallbacks) == (0, None, 0)
-    assert store.wire is not None
-    # fixed windows go through RedisWire; the other strategies through limits' client alone
-    assert (store.wire._protocol is not None) == (strategy == "fixed-window")
     keys = server.cli("--scan", "--pattern", f"LIMITS:*{name}*").split()
     assert len(keys) == 1, keys
     if strategy == "fixed-window":  # every hit is counted, the refused ones too
@@ -319,6 +320,8 @@ def test_wrong_credentials_fail_over_not_500(with_acl_user: SecureRedis, strateg
             assert refused[0].headers["retry-after"] == "1"
             admitted = await statuses(limited(opened, strategy, f"open-{run_id}")[0], LIMIT + 1)
             assert [r.status_code for r in admitted] == [200] * (LIMIT + 1)
+        for store in (local, closed, opened):
+            await store.aclose()
 
     asyncio.run(run())
     for store in (local, closed, opened):
@@ -368,6 +371,7 @@ def test_tls_hostname_checked_when_asked(with_tls: SecureRedis, certs: Certs, st
     async def run() -> None:
         async with asyncio.timeout(60):
             assert [r.status_code for r in await statuses(limited(bad, strategy, "bad")[0], 1)] == [503]
+        await bad.aclose()
 
     asyncio.run(run())
     assert not bad.healthy and bad.last_error is not None and "CERTIFICATE_VERIFY_FAILED" in bad.last_error
@@ -413,6 +417,7 @@ def test_concurrency_limit_over_tls_with_a_password(with_client_certs: SecureRed
             assert [r.status_code for r in await asyncio.gather(*first)] == [200, 200]
             assert await slots.in_flight_everywhere() == 0  # released in Redis
             assert (await client.get("/x")).status_code == 200
+        await store.aclose()
 
     asyncio.run(run())
     assert (store.failures, store.last_error, store.fallbacks) == (0, None, 0)
@@ -443,6 +448,8 @@ def test_tls_refused_fails_over_not_500(with_tls: SecureRedis, with_client_certs
                 async with asyncio.timeout(30):
                     await wire.incr_window("k", 60)
             wire.close()
+        for store in stores:
+            await store.aclose()
 
     asyncio.run(run())
     for store in stores:

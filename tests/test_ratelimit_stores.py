@@ -18,6 +18,7 @@ from asgigate import ConcurrencyLimit, ConfigurationError, Direct, Exchange, Gat
 from asgigate.policies.ratelimit import Limit, RateLimitStore, by_route
 from asgigate.testing import BackgroundServer
 
+from servers import run_closing
 from storeservers import MemcachedServer, RedisCluster, RedisSentinel
 
 LIMIT = 20
@@ -136,4 +137,4 @@ def test_concurrency_slots_shared_by_two_gateways(store_uri: tuple[str, str]) ->
         statuses = asyncio.run(burst([a.url, b.url]))
     assert set(statuses) == {200, 429} and statuses.count(200) >= 2
     assert in_flight[1] == 2  # never more than the limit, across both gateways
-    assert asyncio.run(made[0].in_flight_everywhere()) == 0  # and every slot was given back
+    assert run_closing(made[0].in_flight_everywhere(), made[0].store) == 0  # and every slot was given back

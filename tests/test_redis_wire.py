@@ -12,9 +12,10 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
 from asgigate.policies.ratelimit._redis_wire import RedisError, RedisWire, _parse, _Protocol
+from asgigate.policies.ratelimit.store import _close_clients
 
 from redisserver import RedisServer
-from servers import free_port, wait_port
+from servers import free_port, run_closing, wait_port
 
 
 def test_counts_like_limits_fixed_window(redis: RedisServer) -> None:
@@ -34,6 +35,7 @@ def test_counts_like_limits_fixed_window(redis: RedisServer) -> None:
         await FixedWindowRateLimiter(storage).hit(item, "client-1")  # type: ignore[arg-type]
         assert (await wire.incr_window(key, 60, amount=2))[0] == 6
         wire.close()
+        await _close_clients(storage, "limits")
 
     asyncio.run(main())
 
@@ -180,4 +182,4 @@ def test_a_redis_rate_limit_counts_through_the_wire(redis: RedisServer) -> None:
         usage = await limit.usage("127.0.0.1")  # read back through `limits`
         assert usage[0].remaining == 0
 
-    asyncio.run(read())
+    run_closing(read(), store)
