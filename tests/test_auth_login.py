@@ -155,7 +155,7 @@ async def test_refresh_is_single_flight_and_ends_refused_sessions() -> None:
 
     async def token_request(grant_type: str, params: dict[str, str]) -> dict[str, Any] | None:
         calls.append({"grant_type": grant_type, **params})
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a provider that takes a moment: the concurrent requests overlap the refresh
         return answers.pop(0)
 
     configured._token_request = token_request  # type: ignore[method-assign]
@@ -196,7 +196,7 @@ async def test_cookie_sessions_refresh_once_and_share_the_rotation_with_late_req
 
     async def token_request(grant_type: str, params: dict[str, str]) -> dict[str, Any] | None:
         calls.append({"grant_type": grant_type, **params})
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a provider that takes a moment: the concurrent requests overlap the refresh
         return {"access_token": f"at-{len(calls) + 1}", "refresh_token": f"rt-{len(calls) + 1}", "expires_in": 300}
 
     configured._token_request = token_request  # type: ignore[method-assign]

@@ -283,7 +283,7 @@ def test_client_disconnect_cancels_the_upstream_request(upstream: BackgroundServ
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"GET /api/stream?chunks=200&size=1000&delay=0.05 HTTP/1.1\r\nHost: t\r\n\r\n")
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
-            time.sleep(0.3)
+            time.sleep(0.3)  # the behaviour under test: a client that goes away in the middle of the stream
         pool = gateway.backend.pool
         wait_until(lambda: pool.active_count == 0)
         assert pool.active_count == 0
