@@ -45,7 +45,7 @@ class FakeProvider:
         return JSONResponse({"access_token": f"t{len(PEERS)}", "token_type": "Bearer", "expires_in": 300})
 
     async def slow(self, request: Request) -> JSONResponse:
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # deliberately slow: the timeout is the behaviour under test
         return JSONResponse({})
 
 

@@ -44,7 +44,7 @@ async def boom(request: Request) -> Response:
 
 
 async def slow(request: Request) -> Response:
-    await asyncio.sleep(5)
+    await asyncio.sleep(5)  # deliberately slow: the timeout is the behaviour under test
     return PlainTextResponse("late")
 
 
