@@ -12,6 +12,7 @@ cluster and Sentinel clients, whose TLS settings are options rather than URI que
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import shutil
 import ssl
@@ -41,6 +42,13 @@ pytestmark = pytest.mark.filterwarnings(
     r"ignore:Exception ignored in. <(socket\.socket fd|function _SelectorTransport\.__del__):"
     "pytest.PytestUnraisableExceptionWarning"
 )
+
+
+@pytest.fixture(autouse=True)
+def collect_abandoned_sockets() -> Iterator[None]:
+    yield
+    gc.collect()  # reported here, under this module's filter, rather than in whichever test collects them later
+
 
 PASSWORD = "tls-s3cret"  # the default user's (requirepass, masterauth, Sentinel's auth-pass)
 EDGE_PASSWORD = "p@ss:w/rd%"  # an ACL user's, with characters a URI must percent-encode
