@@ -255,6 +255,8 @@ class GrpcServer:
         asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()  # a loop left open is a ResourceWarning when it is collected
 
 
 def self_signed() -> tuple[bytes, bytes]:

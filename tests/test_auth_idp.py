@@ -31,6 +31,8 @@ from asgigate import (
 from asgigate.policies.auth import Authenticator
 from asgigate.testing import BackgroundServer
 
+from servers import run_closing
+
 
 class OrdersGateway(Gateway):
     def __init__(self, issuer: str, upstream_url: str, audience: str | list[str] = "urn:asgigate:rs",
@@ -245,7 +247,7 @@ def test_client_credentials_token_for_the_upstream(idp: OpenIDProvider, upstream
     assert len(fetches) == 1
     # a real token from the provider, that a resource server accepts
     verifier = BearerAuth(issuer=idp.url, audience="urn:asgigate:rs", typ="at+jwt")
-    identity = asyncio.run(verifier.verify(first))
+    identity = run_closing(verifier.verify(first), verifier)
     assert (identity.client_id, identity.scopes) == ("orders-client", frozenset({"orders:read"}))
 
 
@@ -257,13 +259,13 @@ def test_client_credentials_refresh_single_flight_and_failure(idp: OpenIDProvide
     async def many() -> set[str]:
         return set(await asyncio.gather(*(credentials.token() for _ in range(10))))
 
-    first = asyncio.run(many())
+    first = run_closing(many(), credentials)  # (each event loop closes the policy's client it used)
     assert len(first) == 1  # ten concurrent callers, one token
     now[0] = 250.0  # the token lives 300 s; refreshed 30 s before expiry
-    assert asyncio.run(credentials.token()) in first
+    assert run_closing(credentials.token(), credentials) in first
     now[0] = 271.0
-    renewed = asyncio.run(credentials.token())
+    renewed = run_closing(credentials.token(), credentials)
     assert renewed not in first
     wrong = ClientCredentials(token_url=f"{idp.url}/token", client_id="gateway", client_secret="nope")
     with pytest.raises(UpstreamUnavailable):
-        asyncio.run(wrong.token())
+        run_closing(wrong.token(), wrong)

@@ -44,7 +44,7 @@ from asgigate.policies.ratelimit import by_client_network, by_header
 from asgigate.targets import proxy
 from asgigate.testing import BackgroundServer
 
-from servers import raw_request
+from servers import raw_request, run_closing
 
 MiB = 1024 * 1024
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
@@ -120,7 +120,7 @@ def test_introspection_answers_are_bounded_by_bytes(introspection: str) -> None:
         for index in range(60):
             assert (await auth.verify(f"opaque-{index:06d}-" + "t" * 4000)).subject == f"opaque-{index:06d}"
 
-    asyncio.run(verify_all())
+    run_closing(verify_all(), auth)
     assert auth._active.bytes <= MiB and 3 <= len(auth._active) < 60
 
 
