@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import httpx
 import pytest
@@ -41,3 +42,20 @@ def test_gateway_under_each_server(server: str, upstream: BackgroundServer) -> N
             missing = client.get(f"{base}/nope")
             assert missing.status_code == 404
             assert missing.headers["content-type"] == "application/problem+json"
+
+
+def test_background_server_replies_without_waiting_for_delayed_acks() -> None:
+    """Its sockets are TCP_NODELAY (asyncio sets it only on a socket made with IPPROTO_TCP): a small reply goes out
+    at once instead of after the client's delayed ACK, about 40 ms a request on Linux."""
+    from asgigate import Direct, Gateway, Route
+
+    class Hello(Gateway):
+        def routes(self) -> list[Route]:
+            return [Route("/", Direct(text="hi"))]
+
+    with BackgroundServer(Hello(access_log=False)) as server, httpx.Client(base_url=server.url) as client:
+        client.get("/")
+        started = time.perf_counter()
+        for _ in range(20):
+            client.get("/")
+        assert time.perf_counter() - started < 0.6  # 20 x 40 ms = 0.8 s with the delayed ACKs
