@@ -33,9 +33,6 @@ class Site(Gateway):
         self.login = OIDCLogin(issuer="http://127.0.0.1:9", client_id="web", client_secret="s", secret=SECRET,
                                store=store, clock=clock, idle_timeout=300, absolute_timeout=3600, **options)
 
-    async def shutdown(self) -> None:
-        await close_sessions(self.login.store)
-
     def policies(self) -> list[Any]:
         return [SessionAuth(self.login), TokenRelay(self.login)]
 

@@ -57,9 +57,6 @@ class Replica(Gateway):
                                base_url=base_url, refresh_before=30, store=RedisSessions(redis_uri, prefix=PREFIX),
                                clock=clock)
 
-    async def shutdown(self) -> None:
-        await close_sessions(self.login.store)
-
     def policies(self) -> list[Any]:
         return [SessionAuth(self.login), TokenRelay(self.login)]
 

@@ -116,6 +116,14 @@ class RedisSessions:
         client = self.client()
         await self._call("unlock", client.eval(_UNLOCK, [self.prefix + session_id + ":refresh"], [token]))
 
+    async def aclose(self) -> None:
+        """Close this store's connections (`OIDCLogin.aclose`, and so the gateway's shutdown, calls it). A later
+        call opens a new client."""
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            client.connection_pool.disconnect()
+            await asyncio.sleep(0)  # the closed transports let go of their sockets in the next loop iteration
+
     def __repr__(self) -> str:
         return f"RedisSessions({self._shown!r}, prefix={self.prefix!r})"
 

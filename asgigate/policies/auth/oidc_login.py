@@ -693,10 +693,14 @@ class OIDCLogin:
             headers["cache-control"] = "no-store"  # a shared cache must never keep (and hand out) a session
 
     async def aclose(self) -> None:
-        """Close the clients that talk to the provider. `SessionAuth` and `TokenRelay` call this from their own
-        `aclose()`, so the gateway's shutdown reaches it (more than once is fine)."""
+        """Close the clients that talk to the provider, and the session store's connections. `SessionAuth` and
+        `TokenRelay` call this from their own `aclose()`, so the gateway's shutdown reaches it (more than once is
+        fine)."""
         await self._http.aclose()
         await self._id_tokens.aclose()
+        close = getattr(self.store, "aclose", None)  # a store with connections of its own (RedisSessions)
+        if close is not None:
+            await close()
 
     def __repr__(self) -> str:
         return f"OIDCLogin(issuer={self.issuer!r}, client_id={self.client_id!r}, prefix={self.prefix!r})"
