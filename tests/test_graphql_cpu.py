@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import strawberry
+from gqlschema import schema
 from graphql import OverlappingFieldsCanBeMergedRule, build_schema, parse, validate
 from graphql.language import Lexer, Source, TokenKind
 from hypothesis import HealthCheck, given, settings
@@ -34,43 +34,6 @@ from asgigate.graphql._merging import fields_may_conflict
 from asgigate.testing import BackgroundServer
 
 GQL = "application/graphql-response+json"
-
-
-@strawberry.input
-class Filter:
-    name: str | None = None
-    ids: list[int] | None = None
-
-
-@strawberry.type
-class Item:
-    id: int
-
-    @strawberry.field
-    def children(self, first: int = 2) -> list[Item]:
-        return [Item(id=self.id * 10 + n) for n in range(max(0, min(first, 3)))]
-
-    @strawberry.field
-    def parent(self) -> Item:
-        return Item(id=self.id // 10)
-
-
-@strawberry.type
-class Query:
-    @strawberry.field
-    def hello(self, name: str | None = None) -> str:
-        return f"hello {name or 'world'}"[:40]
-
-    @strawberry.field
-    def item(self, id: int = 1) -> Item:
-        return Item(id=id)
-
-    @strawberry.field
-    def items(self, first: int = 2, filter: Filter | None = None) -> list[Item]:
-        return [Item(id=n) for n in range(max(0, min(first, 3)))]
-
-
-schema = strawberry.Schema(query=Query)
 
 
 # --- the worst documents within the default limits ----------------------------------------------------------

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from enum import Enum
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import orjson
 import pytest
-import strawberry
-from graphql import GraphQLError
+from gqlschema import schema
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -36,67 +34,7 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-# --- a schema whose resolvers have no bugs of their own: any 500 or traceback is the gateway's --------------
-
-@strawberry.enum
-class Color(Enum):
-    RED = "red"
-    BLUE = "blue"
-
-
-@strawberry.input
-class Filter:
-    name: str | None = None
-    ids: list[int] | None = None
-    color: Color | None = None
-
-
-@strawberry.type
-class Item:
-    id: int
-
-    @strawberry.field
-    def children(self, first: int = 2) -> list[Item]:
-        return [Item(id=self.id % 1000 * 10 + n) for n in range(max(0, min(first, 3)))]  # ids stay 32-bit
-
-    @strawberry.field
-    def parent(self) -> Item:
-        return Item(id=self.id // 10)
-
-
-@strawberry.type
-class Query:
-    @strawberry.field
-    def hello(self, name: str | None = None) -> str:
-        return f"hello {name or 'world'}"[:40]
-
-    @strawberry.field
-    def item(self, id: int = 1) -> Item:
-        return Item(id=id)
-
-    @strawberry.field
-    def items(self, first: int = 2, filter: Filter | None = None) -> list[Item]:
-        return [Item(id=n) for n in range(max(0, min(first, 3)))]
-
-    @strawberry.field
-    def color(self, c: Color = Color.RED) -> Color:
-        return c
-
-    @strawberry.field
-    def checked(self, n: int | None = None) -> int:
-        if n is None:
-            raise GraphQLError("n is required here.", extensions={"code": "BAD_USER_INPUT"})
-        return n
-
-
-@strawberry.type
-class Mutation:
-    @strawberry.mutation
-    def echo(self, text: str) -> str:
-        return text[:40]
-
-
-schema = strawberry.Schema(query=Query, mutation=Mutation)
+# the schema (tests/gqlschema.py) has resolvers with no bugs of their own: any 500 or traceback is the gateway's
 ROUTES = ["/graphql", "/batched", "/limited", "/cost", "/apq", "/safe"]
 
 
