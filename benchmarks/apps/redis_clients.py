@@ -40,8 +40,15 @@ class _LibraryWindow:
         self.client: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
+    script: Any = None  # the window script, registered by `_open` on the client it opens
+
     def _open(self) -> Any:
         raise NotImplementedError
+
+    async def incr_window(self, key: str, expiry: int, amount: int = 1) -> tuple[int, int]:
+        self._ready()
+        count, ttl = await self.script(keys=[self.prefix + key], args=[expiry, amount])
+        return int(count), int(ttl)
 
     def _ready(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -71,11 +78,6 @@ class RedisPyWindow(_LibraryWindow):
         self.script = client.register_script(_INCR_WINDOW)
         return client
 
-    async def incr_window(self, key: str, expiry: int, amount: int = 1) -> tuple[int, int]:
-        self._ready()
-        count, ttl = await self.script(keys=[self.prefix + key], args=[expiry, amount])
-        return int(count), int(ttl)
-
 
 class CoredisWindow(_LibraryWindow):
     def _open(self) -> Any:
@@ -85,11 +87,6 @@ class CoredisWindow(_LibraryWindow):
         client = coredis.Redis.from_url(self.uri, retry_policy=NoRetryPolicy())
         self.script = client.register_script(_INCR_WINDOW)
         return client
-
-    async def incr_window(self, key: str, expiry: int, amount: int = 1) -> tuple[int, int]:
-        self._ready()
-        count, ttl = await self.script(keys=[self.prefix + key], args=[expiry, amount])
-        return int(count), int(ttl)
 
 
 _SHA = hashlib.sha1(_INCR_WINDOW).hexdigest()
